@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka (KRaft, combined broker+controller) for development and CI.
+#
+# Usage: hack/kafka.sh fetch|start|stop|status|logs [-f]|run-class CLASS [ARGS...]
+#
+#   fetch      download the Kafka jars (Maven Central, cached under .cache/) -- instant when cached
+#   start      fetch if needed, format storage once per data dir, start in the background and
+#              wait until the broker answers API requests (exit 0 if it is already running)
+#   stop       SIGTERM, wait for a clean shutdown, SIGKILL as a last resort
+#   status     exit 0 if running, 3 if not
+#   logs [-f]  print (or follow) the broker log of this instance
+#   run-class  run a Kafka class on the same classpath, e.g.
+#              hack/kafka.sh run-class org.apache.kafka.tools.ConsumerPerformance --help
+#
+# Environment (defaults):
+#   KAFKA_PORT=9092                client listener PLAINTEXT://127.0.0.1:$KAFKA_PORT
+#   KAFKA_CONTROLLER_PORT=9093     KRaft controller listener on 127.0.0.1
+#   KAFKA_DATA_DIR=.cache/run/kafka-$KAFKA_PORT   (relative to the repo root when defaulted)
+#   KAFKA_HEAP="-Xmx1g -Xms256m"   broker heap
+#   KAFKA_START_TIMEOUT=60         seconds to wait for readiness
+#   KAFKA_STOP_TIMEOUT=30          seconds to wait for a clean exit before SIGKILL
+#   KAFKA_EXTRA_CONFIG=""          extra server.properties lines (newline separated, they win)
+#   KAFKA_TOOL_OPTS="-Xmx512m"     JVM options for run-class
+#   JAVA_HOME                      used when set, else `java` from PATH
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=versions.env
+. "$ROOT/hack/versions.env"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-$ROOT/.cache/run/kafka-$KAFKA_PORT}"
+KAFKA_HEAP="${KAFKA_HEAP:--Xmx1g -Xms256m}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+KAFKA_EXTRA_CONFIG="${KAFKA_EXTRA_CONFIG:-}"
+KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xmx512m}"
+# Short-lived internal JVMs (storage format, readiness probe): optimise for startup time.
+PROBE_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto"
+
+KAFKA_DATA_DIR="$(realpath -m "$KAFKA_DATA_DIR")"
+
+M2_REPO="$ROOT/.cache/m2"
+KAFKA_HOME="$ROOT/.cache/kafka/$KAFKA_VERSION"
+LIBS="$KAFKA_HOME/libs"
+STAMP="$KAFKA_HOME/.fetched"
+TOOLS_LOG4J="$KAFKA_HOME/tools-log4j2.properties"
+POM="$ROOT/hack/kafka/pom.xml"
+
+PID_FILE="$KAFKA_DATA_DIR/kafka.pid"
+LOG_FILE="$KAFKA_DATA_DIR/kafka.log"
+CONFIG_FILE="$KAFKA_DATA_DIR/server.properties"
+LOG4J_FILE="$KAFKA_DATA_DIR/log4j2.properties"
+LOG_DIRS="$KAFKA_DATA_DIR/kraft-logs"
+
+if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
+
+NAME="kafka[$KAFKA_PORT]"
+say() { echo "$NAME: $*"; }
+die() { echo "$NAME: ERROR: $*" >&2; exit 1; }
+
+# What the stamp records: any change (versions, pom) triggers a re-fetch.
+fetch_key() {
+  echo "kafka=$KAFKA_VERSION scala=$KAFKA_SCALA_VERSION log4j=$LOG4J_VERSION slf4j=$SLF4J_VERSION plugin=$MAVEN_DEPENDENCY_PLUGIN_VERSION"
+  cksum <"$POM"
+}
+
+check_java() {
+  command -v "$JAVA" >/dev/null 2>&1 ||
+    die "java not found. Install a JDK >= 17 (Debian: apt-get install -y openjdk-17-jdk-headless) or set JAVA_HOME."
+  local major
+  major="$("$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')"
+  [[ "${major%%.*}" =~ ^[0-9]+$ && "${major%%.*}" -ge 17 ]] ||
+    die "Kafka $KAFKA_VERSION needs Java >= 17, found '$major' ($JAVA)."
+}
+
+cmd_fetch() {
+  check_java
+  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fetch_key)" ]]; then
+    say "jars for Kafka $KAFKA_VERSION already in ${LIBS#"$ROOT"/}"
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 ||
+    die "mvn not found. Install Maven >= 3.6 (Debian: apt-get install -y maven)."
+  say "fetching Kafka $KAFKA_VERSION jars via Maven (cache: ${M2_REPO#"$ROOT"/}) ..."
+  local tmp="$KAFKA_HOME/libs.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$KAFKA_HOME"
+  if ! mvn -B -q -f "$POM" \
+      -Dmaven.repo.local="$M2_REPO" \
+      -Dkafka.version="$KAFKA_VERSION" \
+      -Dkafka.scala.version="$KAFKA_SCALA_VERSION" \
+      -Dlog4j.version="$LOG4J_VERSION" \
+      -Dslf4j.version="$SLF4J_VERSION" \
+      -Dmaven.dependency.plugin.version="$MAVEN_DEPENDENCY_PLUGIN_VERSION" \
+      dependency:copy-dependencies -DoutputDirectory="$tmp" -DincludeScope=runtime \
+      >"$KAFKA_HOME/mvn.log" 2>&1; then
+    sed 's/\x1b\[[0-9;]*m//g' "$KAFKA_HOME/mvn.log" >&2
+    rm -rf "$tmp"
+    die "mvn dependency:copy-dependencies failed (output above, also in $KAFKA_HOME/mvn.log)."
+  fi
+  [[ -f "$tmp/kafka_$KAFKA_SCALA_VERSION-$KAFKA_VERSION.jar" && -f "$tmp/kafka-tools-$KAFKA_VERSION.jar" ]] ||
+    die "Kafka jars missing after mvn run (in $tmp)."
+  rm -rf "$LIBS"
+  mv "$tmp" "$LIBS"
+  write_tools_log4j
+  fetch_key >"$STAMP"
+  say "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars into ${LIBS#"$ROOT"/}"
+}
+
+ensure_libs() {
+  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$(fetch_key)" ]]; then cmd_fetch; fi
+  [[ -f "$TOOLS_LOG4J" ]] || write_tools_log4j
+}
+
+# CLI tools: warnings and errors only, on stderr.
+write_tools_log4j() {
+  cat >"$TOOLS_LOG4J" <<'EOF'
+status = warn
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+EOF
+}
+
+# pid of our broker if it is running, else nothing (and status 1).
+running_pid() {
+  local pid
+  [[ -f "$PID_FILE" ]] || return 1
+  pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # Guard against pid reuse: it must be a kafka.Kafka JVM using this instance's config.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $CONFIG_FILE" || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+log_tail() {
+  echo "---- last 40 lines of $LOG_FILE ----" >&2
+  tail -n 40 "$LOG_FILE" >&2 || true
+  echo "----" >&2
+}
+
+write_config() {
+  cat >"$CONFIG_FILE" <<EOF
+# Generated by hack/kafka.sh on every start -- edits are overwritten (use KAFKA_EXTRA_CONFIG).
+# Single-node KRaft: this process is both broker and controller. Loopback only.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$LOG_DIRS
+
+# Topics are created explicitly by the application.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+
+# Internal topics: one replica, few partitions (fast startup / first use).
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=5
+
+# Consumer groups rebalance immediately (tests).
+group.initial.rebalance.delay.ms=0
+
+# Local dev retention: 24 h or 1 GiB per partition, 64 MiB segments.
+log.retention.hours=24
+log.retention.bytes=1073741824
+log.segment.bytes=67108864
+log.retention.check.interval.ms=60000
+num.recovery.threads.per.data.dir=1
+EOF
+  if [[ -n "$KAFKA_EXTRA_CONFIG" ]]; then
+    printf '\n# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG" >>"$CONFIG_FILE"
+  fi
+
+  cat >"$LOG4J_FILE" <<'EOF'
+# Generated by hack/kafka.sh. Everything goes to stdout, which is redirected to kafka.log.
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+EOF
+}
+
+format_storage() {
+  [[ -f "$LOG_DIRS/meta.properties" ]] && return 0
+  local cluster_id
+  # shellcheck disable=SC2086 # word splitting of JVM options is intended
+  cluster_id="$("$JAVA" $PROBE_OPTS -cp "$LIBS/*" -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
+    kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE" | tail -n 1)"
+  [[ "$cluster_id" =~ ^[A-Za-z0-9_-]{22}$ ]] || die "could not generate a cluster id (got '$cluster_id')."
+  say "formatting storage in ${LOG_DIRS#"$ROOT"/} (cluster id $cluster_id)"
+  # shellcheck disable=SC2086 # word splitting of JVM options is intended
+  "$JAVA" $PROBE_OPTS -cp "$LIBS/*" -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
+    kafka.tools.StorageTool format --config "$CONFIG_FILE" --cluster-id "$cluster_id" --ignore-formatted \
+    >>"$LOG_FILE" 2>&1 || { log_tail; die "storage format failed."; }
+  echo "$cluster_id" >"$KAFKA_DATA_DIR/cluster.id"
+}
+
+# One request round trip to the broker (ApiVersions); true when it answers.
+broker_answers() {
+  local out
+  # shellcheck disable=SC2086
+  out="$(timeout 20 "$JAVA" $PROBE_OPTS -cp "$LIBS/*" -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
+    org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" 2>/dev/null)" || return 1
+  grep -q "(id: 1 " <<<"$out"
+}
+
+wait_ready() {
+  local pid="$1" deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log_tail
+      rm -f "$PID_FILE"
+      die "broker process $pid exited during startup."
+    fi
+    # Cheap pre-check (no JVM) before the real API round trip.
+    if port_open "$KAFKA_PORT" && broker_answers; then
+      return 0
+    fi
+    sleep 0.25
+  done
+  log_tail
+  die "broker not ready after ${KAFKA_START_TIMEOUT}s (pid $pid still running; stop it with: $0 stop)."
+}
+
+cmd_start() {
+  check_java
+  ensure_libs
+  mkdir -p "$KAFKA_DATA_DIR"
+  exec 9>"$KAFKA_DATA_DIR/.lock"
+  flock 9
+  local pid t0=$SECONDS
+  if pid="$(running_pid)"; then
+    say "already running (pid $pid)"
+    wait_ready "$pid"
+    return 0
+  fi
+  rm -f "$PID_FILE"
+  local p
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_open "$p" && die "port 127.0.0.1:$p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)."
+  done
+  [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
+  : >"$LOG_FILE"
+  write_config
+  format_storage
+
+  say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT, data ${KAFKA_DATA_DIR#"$ROOT"/})"
+  # shellcheck disable=SC2086 # word splitting of JVM options is intended
+  nohup "$JAVA" $KAFKA_HEAP \
+    -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$LOG4J_FILE" \
+    -cp "$LIBS/*" kafka.Kafka "$CONFIG_FILE" \
+    >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
+  pid=$!
+  echo "$pid" >"$PID_FILE"
+  wait_ready "$pid"
+  say "ready (pid $pid) in $((SECONDS - t0))s"
+}
+
+cmd_stop() {
+  [[ -d "$KAFKA_DATA_DIR" ]] || { say "not running"; return 0; }
+  exec 9>"$KAFKA_DATA_DIR/.lock"
+  flock 9
+  local pid
+  if ! pid="$(running_pid)"; then
+    rm -f "$PID_FILE"
+    say "not running"
+    return 0
+  fi
+  say "stopping (pid $pid) ..."
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "no clean exit after ${KAFKA_STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  rm -f "$PID_FILE"
+  say "stopped"
+}
+
+cmd_status() {
+  local pid
+  if pid="$(running_pid)"; then
+    say "running (pid $pid, 127.0.0.1:$KAFKA_PORT, controller :$KAFKA_CONTROLLER_PORT, data ${KAFKA_DATA_DIR#"$ROOT"/})"
+    return 0
+  fi
+  say "not running"
+  return 3
+}
+
+cmd_logs() {
+  [[ -f "$LOG_FILE" ]] || die "no log yet ($LOG_FILE)"
+  if [[ "${1:-}" == "-f" ]]; then exec tail -n 100 -F "$LOG_FILE"; fi
+  tail -n "${LINES_TO_SHOW:-200}" "$LOG_FILE"
+}
+
+cmd_run_class() {
+  [[ $# -ge 1 ]] || die "usage: $0 run-class CLASS [ARGS...]"
+  ensure_libs >&2
+  # shellcheck disable=SC2086 # word splitting of JVM options is intended
+  exec "$JAVA" $KAFKA_TOOL_OPTS -Dlog4j2.configurationFile="$TOOLS_LOG4J" -cp "$LIBS/*" "$@"
+}
+
+usage() {
+  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+  fetch) cmd_fetch ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "$@" ;;
+  run-class) shift; cmd_run_class "$@" ;;
+  -h | --help | help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac
