@@ -1,0 +1,3 @@
+from loginpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""The aggregator service: exact login counts per device type in Redis.
+
+Redis, not Kafka, holds the aggregator's position. Each batch's increments and the next
+offset of every partition in it are applied by one Lua script, so they are written together
+or not at all. The script applies a partition's increments only if the stored position is
+not past the batch's first offset, so a batch replayed after a crash, a restart or a
+rebalance is never counted twice. On assignment the aggregator seeks to the stored position.
+Offsets are also committed to Kafka afterwards, only so that lag is visible to monitoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from loginpipe import envelope
+from loginpipe.exceptions import DependencyUnavailable
+from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config
+from loginpipe.metrics import Metrics
+from loginpipe.runtime import Health, Stopper, retry_until
+from loginpipe.settings import AggregatorSettings, RedisSettings
+from loginpipe.validation import DEVICE_TYPES, normalise_device_type
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] counts hash, KEYS[2] positions hash.
+# ARGV: number of partitions, then for each: partition, first offset, next offset,
+# number of (field, increment) pairs, the pairs.
+# Returns {applied flag per partition..., then the counts hash as field, value, ...}.
+APPLY_BATCH_LUA = """
+local n = tonumber(ARGV[1])
+local i = 2
+local applied = {}
+for _ = 1, n do
+  local p, first, nxt, nf = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+  local stored = redis.call('HGET', KEYS[2], p)
+  if (not stored) or tonumber(stored) <= first then
+    for j = 0, nf - 1 do
+      redis.call('HINCRBY', KEYS[1], ARGV[i + 4 + 2 * j], ARGV[i + 5 + 2 * j])
+    end
+    redis.call('HSET', KEYS[2], p, nxt)
+    applied[#applied + 1] = 1
+  else
+    applied[#applied + 1] = 0
+  end
+  i = i + 4 + 2 * nf
+end
+return {applied, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+def redis_client(s: RedisSettings, timeout: float = 5.0) -> redis.Redis:
+    kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if s.redis_password:
+        kwargs["password"] = s.redis_password.reveal()
+    return redis.Redis.from_url(s.redis_url, **kwargs)
+
+
+def check_redis(s: RedisSettings, timeout: float) -> redis.Redis:
+    client = redis_client(s)
+    try:
+        retry_until("Redis", client.ping, timeout)
+    except redis.AuthenticationError as exc:
+        raise DependencyUnavailable(
+            f"Redis at {_safe_url(s.redis_url)} refused the credentials ({exc}): check "
+            "LOGINPIPE_REDIS_PASSWORD or the password in LOGINPIPE_REDIS_URL"
+        ) from None
+    except redis.RedisError as exc:
+        raise DependencyUnavailable(
+            f"cannot reach Redis at {_safe_url(s.redis_url)} within {timeout:g}s ({exc}): check "
+            "that Redis is up and that LOGINPIPE_REDIS_URL points at it"
+        ) from None
+    return client
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def read_counts(client: redis.Redis, key: str) -> dict[str, int]:
+    raw = client.hgetall(key)
+    counts = {d: 0 for d in DEVICE_TYPES}
+    for k, v in raw.items():
+        counts[k.decode()] = int(v)
+    return counts
+
+
+def device_of(m: Message) -> str | None:
+    """The device type of a processed record: from the consumer's header, else its JSON."""
+    headers = m.headers()
+    if headers:
+        for k, v in headers:
+            if k == envelope.HEADER_DEVICE_TYPE and v is not None:
+                d = v.decode("ascii", "replace")
+                return d if d in DEVICE_TYPES else None
+    try:
+        obj = orjson.loads(m.value() or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return normalise_device_type(obj.get("device_type")) if isinstance(obj, dict) else None
+
+
+class PartitionBatch:
+    __slots__ = ("counts", "first", "next")
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.next = first + 1
+        self.counts: Counter[str] = Counter()
+
+
+def plan_batch(
+    msgs: list[Message],
+) -> tuple[dict[int, PartitionBatch], int, int]:
+    """Group a batch by partition: offsets range and counts. Returns (plan, counted, skipped)."""
+    plan: dict[int, PartitionBatch] = {}
+    uncountable = counted = 0
+    for m in msgs:
+        if m.error() is not None:
+            continue
+        p, off = m.partition(), m.offset()
+        pb = plan.get(p)
+        if pb is None:
+            pb = plan[p] = PartitionBatch(off)
+        pb.next = off + 1
+        d = device_of(m)
+        if d is None:
+            uncountable += 1
+            log.warning(
+                "processed record without a device type", extra={"partition": p, "offset": off}
+            )
+        else:
+            pb.counts[d] += 1
+            counted += 1
+    return plan, counted, uncountable
+
+
+def script_args(plan: dict[int, PartitionBatch]) -> list[Any]:
+    args: list[Any] = [len(plan)]
+    for p, pb in plan.items():
+        args += [p, pb.first, pb.next, len(pb.counts)]
+        for d, c in pb.counts.items():
+            args += [d, c]
+    return args
+
+
+class Aggregator:
+    def __init__(
+        self, settings: AggregatorSettings, metrics: Metrics, health: Health, stopper: Stopper
+    ) -> None:
+        self.s = settings
+        self.metrics = metrics
+        self.health = health
+        self.stopper = stopper
+        self.redis: redis.Redis | None = None
+        self.consumer: Consumer | None = None
+        self._apply: Any = None
+        self._last_log = time.monotonic()
+        self.counts: dict[str, int] = {}
+
+    def run(self) -> None:
+        s = self.s
+        self.redis = check_redis(s, s.startup_timeout_seconds)
+        check_kafka(s, [s.topic_processed], s.startup_timeout_seconds)
+        self._apply = self.redis.register_script(APPLY_BATCH_LUA)
+        self._set_counts(read_counts(self.redis, s.counts_key))
+        conf = consumer_base_config(s, s.group_id)
+        conf["stats_cb"] = LagFromStats(self.metrics)
+        self.consumer = Consumer(conf)
+        try:
+            self.consumer.subscribe(
+                [s.topic_processed], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            self.health.set_ready(True)
+            log.info("aggregator started", extra={"group": s.group_id, "counts_key": s.counts_key})
+            while not self.stopper.stopping:
+                msgs = self.consumer.consume(s.batch_size, timeout=0.5)
+                self.health.beat()
+                if msgs:
+                    self._apply_batch(msgs)
+                self._maybe_log()
+        finally:
+            self.health.set_ready(False, "stopping")
+            try:
+                self.consumer.close()
+            except Exception as exc:
+                log.warning("consumer close failed", extra={"error": str(exc)})
+            log.info("aggregator stopped", extra={"counts": self.counts})
+
+    def _apply_batch(self, msgs: list[Message]) -> None:
+        assert self.consumer is not None
+        started = time.perf_counter()
+        for m in msgs:
+            err = m.error()
+            if err is not None and err.fatal():
+                raise KafkaException(err)
+        plan, _counted, uncountable = plan_batch(msgs)
+        if not plan:
+            return
+        keys = [self.s.counts_key, self.s.offsets_key(self.s.topic_processed)]
+        args = script_args(plan)
+        result = self._redis_write(keys, args)
+        applied_flags, flat_counts = result
+        for (p, pb), applied in zip(plan.items(), applied_flags, strict=True):
+            if applied:
+                for d, c in pb.counts.items():
+                    self.metrics.events_counted.labels(d).inc(c)
+            else:
+                self.metrics.batches_skipped.inc()
+                log.info(
+                    "batch already applied, skipped", extra={"partition": p, "first": pb.first}
+                )
+        self._set_counts(
+            {
+                flat_counts[i].decode(): int(flat_counts[i + 1])
+                for i in range(0, len(flat_counts), 2)
+            }
+        )
+        if uncountable:
+            self.metrics.events_uncountable.inc(uncountable)
+        topic = self.s.topic_processed
+        self.metrics.messages_consumed.labels(topic).inc(len(msgs))
+        self.metrics.batch_size.observe(len(msgs))
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self.metrics.last_success.set(time.time())
+        # Redis is the source of truth; this commit only makes lag visible to monitoring.
+        offsets = [TopicPartition(topic, p, pb.next) for p, pb in plan.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("offset commit for monitoring failed", extra={"error": str(exc)})
+
+    def _redis_write(self, keys: list[str], args: list[Any]) -> Any:
+        """Apply the batch, retrying while Redis is away; the script makes retries safe."""
+        delay = 0.1
+        while True:
+            try:
+                result = self._apply(keys=keys, args=args)
+                if not self.health.ready()[0]:
+                    self.health.set_ready(True)
+                return result
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self.stopper.stopping:
+                    raise
+                self.health.set_ready(False, f"Redis unavailable: {exc}")
+                log.warning("Redis unavailable, retrying", extra={"error": str(exc)})
+                self.stopper.wait(delay)
+                self.health.beat()
+                delay = min(delay * 2, 5.0)
+
+    def _set_counts(self, counts: dict[str, int]) -> None:
+        for d in DEVICE_TYPES:
+            counts.setdefault(d, 0)
+        self.counts = counts
+        for d, c in counts.items():
+            if d in DEVICE_TYPES:
+                self.metrics.device_logins.labels(d).set(c)
+
+    def _maybe_log(self) -> None:
+        every = self.s.log_interval_seconds
+        if every and time.monotonic() - self._last_log >= every:
+            self._last_log = time.monotonic()
+            log.info("device counts", extra={"counts": self.counts})
+
+    # ---- rebalance callbacks ------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Resume every assigned partition from the position stored in Redis."""
+        assert self.redis is not None
+        key = self.s.offsets_key(self.s.topic_processed)
+        stored = retry_until("Redis", lambda: self.redis.hgetall(key), 30.0, self.stopper)  # type: ignore[union-attr]
+        positions = {int(k): int(v) for k, v in stored.items()}
+        for tp in partitions:
+            tp.offset = positions.get(tp.partition, OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info(
+            "partitions assigned",
+            extra={"positions": {tp.partition: positions.get(tp.partition) for tp in partitions}},
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+        consumer.unassign()

@@ -1,0 +1,264 @@
+"""The ``loginpipe`` command: one subcommand per service, plus tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loginpipe import __version__
+from loginpipe.exceptions import LoginpipeError
+from loginpipe.metrics import Metrics
+from loginpipe.runtime import Health, Stopper, serve_http, setup_logging
+from loginpipe.settings import (
+    AggregatorSettings,
+    CommonSettings,
+    ConsumerSettings,
+    CountsSettings,
+    GeneratorSettings,
+    check_unknown,
+    describe,
+    load,
+    markdown_table,
+)
+
+log = logging.getLogger("loginpipe")
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _service(
+    name: str, settings: CommonSettings, body: Callable[[Metrics, Health, Stopper], Any]
+) -> Any:
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("starting %s", name, extra={"version": __version__, "settings": describe(settings)})
+    metrics = Metrics(name)
+    health = Health(metrics)
+    stopper = Stopper()
+    stopper.install()
+    serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
+    return body(metrics, health, stopper)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from loginpipe.generator import Generator
+
+    s = load(
+        GeneratorSettings,
+        os.environ,
+        rate=args.rate,
+        count=args.count,
+        bad_share=args.bad_share,
+        seed=args.seed,
+        start_time=args.start_time,
+    )
+    summary = _service("generator", s, lambda m, h, st: Generator(s, m, h, st).run())
+    if args.summary:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from loginpipe.consumer import Router
+
+    s = load(ConsumerSettings, os.environ, delivery=args.delivery)
+    _service("consumer", s, lambda m, h, st: Router(s, m, h, st).run())
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from loginpipe.aggregator import Aggregator
+
+    s = load(AggregatorSettings, os.environ)
+    _service("aggregator", s, lambda m, h, st: Aggregator(s, m, h, st).run())
+    return 0
+
+
+def cmd_counts(args: argparse.Namespace) -> int:
+    from loginpipe.aggregator import check_redis, read_counts
+
+    s = load(CountsSettings, os.environ)
+    counts = read_counts(check_redis(s, args.timeout), s.counts_key)
+    if args.json:
+        sys.stdout.write(json.dumps(counts, sort_keys=True) + "\n")
+    else:
+        width = max(len(k) for k in counts)
+        for k in sorted(counts):
+            sys.stdout.write(f"{k:<{width}}  {counts[k]}\n")
+        sys.stdout.write(f"{'total':<{width}}  {sum(counts.values())}\n")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from loginpipe.kafka_io import create_topics
+
+    s = load(CommonSettings, os.environ)
+    setup_logging(s.log_level, "text")
+    topics = [s.topic_input, s.topic_processed, s.topic_errors]
+    created = create_topics(s, topics, partitions=args.partitions, replication=args.replication)
+    for t in topics:
+        state = "created" if t in created else "exists"
+        sys.stdout.write(f"{t}: {state}\n")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(markdown_table() + "\n")
+        return 0
+    for cls in (GeneratorSettings, ConsumerSettings, AggregatorSettings):
+        name = cls.__name__.removesuffix("Settings").lower()
+        sys.stdout.write(f"[{name}]\n")
+        for k, v in describe(load(cls, os.environ)).items():
+            sys.stdout.write(f"  {k}={v}\n")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Topics, then generator, consumer and aggregator as child processes; live counts."""
+    from loginpipe.aggregator import check_redis, read_counts
+    from loginpipe.kafka_io import create_topics
+
+    common = load(CommonSettings, os.environ)
+    counts_settings = load(CountsSettings, os.environ)
+    setup_logging(common.log_level, "text")
+    topics = [common.topic_input, common.topic_processed, common.topic_errors]
+    create_topics(common, topics, partitions=args.partitions, replication=1)
+    rds = check_redis(counts_settings, common.startup_timeout_seconds)
+    env = dict(os.environ)
+    env.setdefault("LOGINPIPE_LOG_FORMAT", "text")
+    if args.rate is not None:
+        env["LOGINPIPE_GENERATOR_RATE"] = str(args.rate)
+    env.setdefault("LOGINPIPE_GENERATOR_RATE", "1000")
+    if args.bad_share is not None:
+        env["LOGINPIPE_GENERATOR_BAD_SHARE"] = str(args.bad_share)
+    logdir = args.log_dir
+    os.makedirs(logdir, exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopper = Stopper()
+    stopper.install()
+    exe = [sys.executable, "-m", "loginpipe"]
+    try:
+        for name in ("consume", "aggregate", "generate"):
+            out = open(os.path.join(logdir, f"{name}.log"), "ab")  # noqa: SIM115
+            # Own session: a terminal's Ctrl-C reaches only this parent, which then stops
+            # the children with one SIGTERM each, in order.
+            procs[name] = subprocess.Popen(  # noqa: S603
+                [*exe, name], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            out.close()
+        sys.stderr.write(
+            f"pipeline running (logs in {logdir}/, metrics on :9101 generator, :9102 consumer, "
+            ":9103 aggregator); Ctrl-C stops\n"
+        )
+        tty = sys.stdout.isatty()
+        last = None
+        started = time.monotonic()
+        while not stopper.stopping:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise LoginpipeError(
+                        f"{name} exited with code {p.returncode}: see {logdir}/{name}.log"
+                    )
+            counts = read_counts(rds, counts_settings.counts_key)
+            total = sum(counts.values())
+            rate = (total - last[0]) / (time.monotonic() - last[1]) if last else 0.0
+            last = (total, time.monotonic())
+            line = (
+                f"[{time.monotonic() - started:6.0f}s] "
+                + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                + f"  total={total}  ({rate:,.0f}/s)"
+            )
+            sys.stdout.write(("\r" + line) if tty else (line + "\n"))
+            sys.stdout.flush()
+            stopper.wait(1.0 if tty else 5.0)
+    finally:
+        sys.stdout.write("\n")
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in procs.items():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                sys.stderr.write(f"{name} did not stop in 30s: killed\n")
+        sys.stderr.write(
+            "stopped; counts: "
+            + json.dumps(read_counts(rds, counts_settings.counts_key), sort_keys=True)
+            + "\n"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loginpipe",
+        description="Real-time pipeline for login events. Settings come from LOGINPIPE_* "
+        "variables (see `loginpipe config`); flags override them.",
+    )
+    p.add_argument("--version", action="version", version=f"loginpipe {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="produce login events to the input topic")
+    g.add_argument("--rate", type=float, help="events per second, 0 = unlimited")
+    g.add_argument("--count", type=int, help="events to produce, 0 = until stopped")
+    g.add_argument("--bad-share", type=float, help="share of invalid events, 0 to 1")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--start-time", type=int, help="epoch seconds of the first event (0 = now)")
+    g.add_argument("--summary", action="store_true", help="print the run's ground truth as JSON")
+    g.set_defaults(fn=cmd_generate)
+
+    c = sub.add_parser("consume", help="validate and route input events")
+    c.add_argument("--delivery", choices=("exactly_once", "at_least_once"))
+    c.set_defaults(fn=cmd_consume)
+
+    a = sub.add_parser("aggregate", help="count processed events per device type in Redis")
+    a.set_defaults(fn=cmd_aggregate)
+
+    k = sub.add_parser("counts", help="print the login counts per device type")
+    k.add_argument("--json", action="store_true", help="print JSON")
+    k.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for Redis")
+    k.set_defaults(fn=cmd_counts)
+
+    t = sub.add_parser("topics", help="create the three topics if missing")
+    t.add_argument("--partitions", type=int, default=6)
+    t.add_argument("--replication", type=int, default=1)
+    t.set_defaults(fn=cmd_topics)
+
+    cf = sub.add_parser("config", help="show the settings in effect")
+    cf.add_argument("--markdown", action="store_true", help="the README's table of variables")
+    cf.set_defaults(fn=cmd_config)
+
+    r = sub.add_parser("run", help="run the whole pipeline locally with live counts")
+    r.add_argument("--partitions", type=int, default=6)
+    r.add_argument("--rate", type=float, help="generator events per second (default 1000)")
+    r.add_argument("--bad-share", type=float, help="share of invalid events (default 0.2)")
+    r.add_argument("--log-dir", default=".cache/run/logs")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_unknown(os.environ)
+        rc: int = args.fn(args)
+        return rc
+    except LoginpipeError as exc:
+        from loginpipe.exceptions import ConfigError
+
+        code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
+        logging.getLogger("loginpipe").debug("fatal", exc_info=True)
+        sys.stderr.write(f"loginpipe {args.command}: error: {exc}\n")
+        return code
+    except KeyboardInterrupt:
+        return 130

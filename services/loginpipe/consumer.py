@@ -1,0 +1,336 @@
+"""The consumer service: validate every input event and route it, exactly once.
+
+Exactly-once (the default) is Kafka's read-process-write transaction: the routed records and
+the input offsets commit together, readers use ``read_committed``. After any crash the input
+is re-read from the last committed offsets and the open transaction is aborted (fenced by
+the same ``transactional.id``), so every input offset appears exactly once across the
+processed and error topics.
+
+At-least-once commits the input offsets only after every routed record is acknowledged; a
+crash between the two re-routes the records since the last commit (duplicates, no loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from loginpipe import envelope
+from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config
+from loginpipe.metrics import Metrics
+from loginpipe.runtime import Health, Stopper
+from loginpipe.settings import ConsumerSettings
+from loginpipe.validation import Valid, validate
+
+log = logging.getLogger(__name__)
+
+_TXN_OP_TIMEOUT = 30.0
+
+
+class Router:
+    def __init__(
+        self, settings: ConsumerSettings, metrics: Metrics, health: Health, stopper: Stopper
+    ) -> None:
+        self.s = settings
+        self.metrics = metrics
+        self.health = health
+        self.stopper = stopper
+        self.exactly_once = settings.delivery == "exactly_once"
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        # State of the open transaction (or of the uncommitted at-least-once window).
+        self.in_txn = False
+        self.txn_started = 0.0
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        self.first_offsets: dict[tuple[str, int], int] = {}
+        self.pending_valid: Counter[str] = Counter()
+        self.pending_invalid: Counter[str] = Counter()
+        self.delivery_errors: list[str] = []
+
+    # ---- set-up -----------------------------------------------------------------------
+    def _make_clients(self) -> None:
+        s = self.s
+        pconf: dict[str, Any] = s.kafka_config()
+        pconf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                "logger": logging.getLogger("librdkafka"),
+            }
+        )
+        if self.exactly_once:
+            pconf["transactional.id"] = s.resolved_transactional_id()
+            pconf["transaction.timeout.ms"] = s.transaction_timeout_ms
+        else:
+            pconf["on_delivery"] = self._on_delivery
+        self.producer = Producer(pconf)
+        cconf = consumer_base_config(s, s.group_id)
+        cconf["stats_cb"] = LagFromStats(self.metrics)
+        self.consumer = Consumer(cconf)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.metrics.produce_errors.labels(msg.topic()).inc()
+            self.delivery_errors.append(err.str())
+
+    # ---- main loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        s = self.s
+        check_kafka(
+            s, [s.topic_input, s.topic_processed, s.topic_errors], s.startup_timeout_seconds
+        )
+        self._make_clients()
+        assert self.producer is not None and self.consumer is not None
+        try:
+            if self.exactly_once:
+                self.producer.init_transactions(max(s.startup_timeout_seconds, 10.0))
+            self.consumer.subscribe(
+                [s.topic_input],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self.health.set_ready(True)
+            log.info(
+                "consumer started",
+                extra={
+                    "delivery": s.delivery,
+                    "group": s.group_id,
+                    "transactional_id": s.resolved_transactional_id()
+                    if self.exactly_once
+                    else None,
+                },
+            )
+            self._loop()
+            # Clean stop: what was routed so far is complete, so commit it.
+            if self.in_txn:
+                self._commit()
+        except BaseException:
+            if self.in_txn and self.exactly_once:
+                self._abort_quietly()
+            raise
+        finally:
+            self.health.set_ready(False, "stopping")
+            self._close()
+
+    def _loop(self) -> None:
+        assert self.consumer is not None
+        interval = self.s.commit_interval_ms / 1000.0
+        batch_size = self.s.batch_size
+        while not self.stopper.stopping:
+            if self.in_txn:
+                wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
+            else:
+                wait = 0.5
+            msgs = self.consumer.consume(batch_size, timeout=wait)
+            self.health.beat()
+            if msgs:
+                self._process(msgs)
+            if self.in_txn and time.monotonic() - self.txn_started >= interval:
+                self._commit()
+
+    def _process(self, msgs: list[Message]) -> None:
+        assert self.producer is not None
+        started = time.perf_counter()
+        produce = self.producer.produce
+        s = self.s
+        processed, errors = s.topic_processed, s.topic_errors
+        h_device = envelope.HEADER_DEVICE_TYPE
+        h_reason = envelope.HEADER_REASON
+        n = 0
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error", extra={"error": err.str()})
+                continue
+            if not self.in_txn:
+                self._begin()
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            value = m.value()
+            result = validate(value)
+            if isinstance(result, Valid):
+                self._produce(
+                    produce, processed, m.key(), result.value, [(h_device, result.device_type)]
+                )
+                self.pending_valid[result.device_type] += 1
+            else:
+                ts_type, ts = m.timestamp()
+                body = envelope.build(
+                    result,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    timestamp_ms=ts if ts_type else None,
+                    key=m.key(),
+                    value=value,
+                    detected_at_ms=int(time.time() * 1000),
+                )
+                self._produce(produce, errors, m.key(), body, [(h_reason, result.reason.value)])
+                self.pending_invalid[result.reason.value] += 1
+            tp = (topic, partition)
+            if tp not in self.first_offsets:
+                self.first_offsets[tp] = offset
+            self.next_offsets[tp] = offset + 1
+            n += 1
+        self.producer.poll(0)
+        if n:
+            self.metrics.messages_consumed.labels(s.topic_input).inc(n)
+            self.metrics.batch_size.observe(n)
+            self.metrics.batch_duration.observe(time.perf_counter() - started)
+
+    def _produce(
+        self, produce: Any, topic: str, key: bytes | None, value: bytes, headers: list[Any]
+    ) -> None:
+        while True:
+            try:
+                produce(topic, value, key, headers=headers)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                assert self.producer is not None
+                self.producer.poll(0.05)
+
+    # ---- transactions -------------------------------------------------------------------
+    def _begin(self) -> None:
+        if self.exactly_once:
+            assert self.producer is not None
+            self.producer.begin_transaction()
+        self.in_txn = True
+        self.txn_started = time.monotonic()
+
+    def _offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
+
+    def _commit(self) -> None:
+        """Make the open window durable: a transaction commit, or flush then offset commit."""
+        assert self.producer is not None and self.consumer is not None
+        offsets = self._offsets()
+        if self.exactly_once:
+            try:
+                self._retrying(
+                    lambda: self.producer.send_offsets_to_transaction(  # type: ignore[union-attr]
+                        offsets,
+                        self.consumer.consumer_group_metadata(),
+                        _TXN_OP_TIMEOUT,  # type: ignore[union-attr]
+                    )
+                )
+                self._retrying(lambda: self.producer.commit_transaction(_TXN_OP_TIMEOUT))  # type: ignore[union-attr]
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if not err.txn_requires_abort():
+                    raise
+                log.warning(
+                    "transaction failed, aborting and rewinding", extra={"error": err.str()}
+                )
+                self._abort_and_rewind()
+                return
+        else:
+            remaining = self.producer.flush(_TXN_OP_TIMEOUT)
+            if remaining or self.delivery_errors:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._MSG_TIMED_OUT,
+                        f"{remaining} records undelivered, errors: {self.delivery_errors[:3]}",
+                    )
+                )
+            if offsets:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.metrics.transactions.labels("committed").inc()
+        self._count_committed()
+        self.metrics.last_success.set(time.time())
+        self._reset_window()
+
+    def _retrying(self, op: Any) -> None:
+        deadline = time.monotonic() + _TXN_OP_TIMEOUT
+        while True:
+            try:
+                op()
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and time.monotonic() < deadline:
+                    log.info("retrying transaction operation", extra={"error": err.str()})
+                    continue
+                raise
+
+    def _count_committed(self) -> None:
+        m = self.metrics
+        n_valid = sum(self.pending_valid.values())
+        n_invalid = sum(self.pending_invalid.values())
+        for d, c in self.pending_valid.items():
+            m.events_valid.labels(d).inc(c)
+        for r, c in self.pending_invalid.items():
+            m.events_invalid.labels(r).inc(c)
+        if n_valid:
+            m.messages_produced.labels(self.s.topic_processed).inc(n_valid)
+        if n_invalid:
+            m.messages_produced.labels(self.s.topic_errors).inc(n_invalid)
+
+    def _reset_window(self) -> None:
+        self.in_txn = False
+        self.next_offsets.clear()
+        self.first_offsets.clear()
+        self.pending_valid.clear()
+        self.pending_invalid.clear()
+
+    def _abort_and_rewind(self) -> None:
+        """Abort the transaction and re-read its inputs, so that nothing is lost."""
+        assert self.producer is not None and self.consumer is not None
+        self.producer.abort_transaction(_TXN_OP_TIMEOUT)
+        self.metrics.transactions.labels("aborted").inc()
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (t, p), first in self.first_offsets.items():
+            if (t, p) in assigned:
+                self.consumer.seek(TopicPartition(t, p, first))
+        self._reset_window()
+
+    def _abort_quietly(self) -> None:
+        try:
+            assert self.producer is not None
+            self.producer.abort_transaction(5.0)
+            self.metrics.transactions.labels("aborted").inc()
+        except Exception as exc:
+            log.warning(
+                "abort on exit failed (the broker will time it out)", extra={"error": str(exc)}
+            )
+        self._reset_window()
+
+    # ---- rebalance callbacks (run inside consume()) -------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+        # Everything handed out so far has been routed: commit it before the partitions go.
+        if self.in_txn:
+            self._commit()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+        # Offsets can no longer be committed for these: abort; the new owner re-reads them.
+        if self.in_txn:
+            if self.exactly_once:
+                self._abort_quietly()
+            else:
+                self._reset_window()
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()  # leave the group now, so it rebalances at once
+            except Exception as exc:
+                log.warning("consumer close failed", extra={"error": str(exc)})
+        if self.producer is not None:
+            left = self.producer.flush(5.0)
+            if left:
+                log.warning("records left unflushed at exit", extra={"count": left})
+        log.info("consumer stopped")

@@ -1,0 +1,13 @@
+"""Errors the services raise on purpose; each carries a message that says what to do."""
+
+
+class LoginpipeError(Exception):
+    """Base of the project's own errors."""
+
+
+class ConfigError(LoginpipeError):
+    """A setting is missing or wrong. The message names the variable and what to set."""
+
+
+class DependencyUnavailable(LoginpipeError):
+    """Kafka or Redis could not be reached at start-up, or a topic is missing."""

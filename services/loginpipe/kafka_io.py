@@ -1,0 +1,129 @@
+"""Kafka plumbing shared by the services: start-up checks, topic creation, lag from statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from loginpipe.exceptions import DependencyUnavailable
+from loginpipe.metrics import Metrics
+from loginpipe.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def admin_client(settings: CommonSettings) -> AdminClient:
+    conf = settings.kafka_config()
+    conf["logger"] = logging.getLogger("librdkafka")
+    return AdminClient(conf)
+
+
+def check_kafka(settings: CommonSettings, topics: Iterable[str], timeout: float) -> dict[str, int]:
+    """Fail fast, with a message that says what to set, if Kafka or a topic is not there.
+
+    Returns the partition count of each topic.
+    """
+    admin = admin_client(settings)
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise DependencyUnavailable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout:g}s "
+            f"({exc.args[0]}): check that the broker is up and that "
+            "LOGINPIPE_KAFKA_BOOTSTRAP (and the LOGINPIPE_KAFKA_SECURITY_PROTOCOL/SASL "
+            "settings) point at it"
+        ) from None
+    partitions: dict[str, int] = {}
+    missing = []
+    for t in topics:
+        tm = md.topics.get(t)
+        if tm is None or tm.error is not None:
+            missing.append(t)
+        else:
+            partitions[t] = len(tm.partitions)
+    if missing:
+        raise DependencyUnavailable(
+            f"topic(s) {', '.join(missing)} do not exist on {settings.kafka_bootstrap}: create "
+            "them with `loginpipe topics` (broker auto-creation is off by design), or set "
+            "LOGINPIPE_TOPIC_INPUT/LOGINPIPE_TOPIC_PROCESSED/LOGINPIPE_TOPIC_ERRORS"
+        )
+    return partitions
+
+
+def create_topics(
+    settings: CommonSettings,
+    topics: Iterable[str],
+    *,
+    partitions: int,
+    replication: int,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns those created."""
+    admin = admin_client(settings)
+    new = [
+        NewTopic(t, num_partitions=partitions, replication_factor=replication, config=config or {})
+        for t in topics
+    ]
+    created = []
+    for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout=timeout)
+            created.append(topic)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DependencyUnavailable(f"cannot create topic {topic}: {err.str()}") from None
+    return created
+
+
+class LagFromStats:
+    """Keeps ``loginpipe_consumer_lag_messages`` from librdkafka's statistics callback."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, stats_json: str) -> None:
+        try:
+            stats: dict[str, Any] = json.loads(stats_json)
+        except ValueError:
+            return
+        seen: set[tuple[str, str]] = set()
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                if pid == "-1":
+                    continue
+                lag = p.get("consumer_lag", -1)
+                if lag is None or lag < 0 or p.get("fetch_state") in ("none", "stopped"):
+                    continue
+                self.metrics.consumer_lag.labels(topic, pid).set(lag)
+                seen.add((topic, pid))
+        for gone in self._seen - seen:
+            self.metrics.consumer_lag.remove(*gone)
+        self._seen = seen
+
+
+def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
+    conf = settings.kafka_config()
+    conf.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+            "statistics.interval.ms": 5000,
+            "logger": logging.getLogger("librdkafka"),
+            # Leave the group promptly when a consumer dies (a crash, SIGKILL).
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": max(settings.kafka_session_timeout_ms // 5, 500),
+        }
+    )
+    return conf

@@ -1,0 +1,434 @@
+"""Typed, frozen settings for each service, read from ``LOGINPIPE_*`` environment variables.
+
+Every field names its variable, its type and its bounds in the dataclass metadata, so the
+parser, the start-up error messages and the README table (``loginpipe config --markdown``)
+all come from one place. A bad value fails at start-up with the variable's name and what to
+set instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
+
+from loginpipe.exceptions import ConfigError
+
+PREFIX = "LOGINPIPE_"
+
+
+class Secret(str):
+    """A string that never shows its value in ``repr`` or logs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+def setting(
+    env: str,
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """Declare one setting: its variable (without prefix), default, documentation and bounds."""
+    return field(
+        default=default,
+        metadata={
+            "env": PREFIX + env,
+            "help": help,
+            "choices": choices,
+            "minimum": minimum,
+            "maximum": maximum,
+        },
+    )
+
+
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    kafka_bootstrap: str = setting(
+        "KAFKA_BOOTSTRAP", "localhost:9092", "Kafka bootstrap servers, comma-separated host:port."
+    )
+    kafka_security_protocol: str = setting(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "Kafka security protocol.",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    kafka_sasl_mechanism: str = setting(
+        "KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        "SASL mechanism when the protocol is SASL_*.",
+        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    )
+    kafka_sasl_username: str = setting(
+        "KAFKA_SASL_USERNAME", "", "SASL user name (from a Kubernetes Secret in the chart)."
+    )
+    kafka_sasl_password: Secret = setting(  # noqa: RUF009
+        "KAFKA_SASL_PASSWORD",
+        Secret(""),
+        "SASL password (from a Kubernetes Secret; masked in logs).",
+    )
+    kafka_ssl_ca_location: str = setting(
+        "KAFKA_SSL_CA_LOCATION", "", "Path of the CA bundle that signs the brokers' certificates."
+    )
+    kafka_session_timeout_ms: int = setting(
+        "KAFKA_SESSION_TIMEOUT_MS",
+        10_000,
+        "Consumer group session timeout: how soon a crashed consumer's partitions move on.",
+        minimum=1000,
+        maximum=3_600_000,
+    )
+    topic_input: str = setting("TOPIC_INPUT", "user-login", "Topic of raw login events.")
+    topic_processed: str = setting(
+        "TOPIC_PROCESSED", "user-login-processed", "Topic of valid, normalised events."
+    )
+    topic_errors: str = setting(
+        "TOPIC_ERRORS", "user-login-errors", "Topic of error envelopes for invalid events."
+    )
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        9100,
+        "Port of /metrics, /healthz and /readyz (0 disables).",
+        minimum=0,
+        maximum=65535,
+    )
+    metrics_host: str = setting("METRICS_HOST", "0.0.0.0", "Address the HTTP endpoint binds to.")  # noqa: S104
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "json",
+        "Log format: one JSON object a line, or text.",
+        choices=("json", "text"),
+    )
+    startup_timeout_seconds: float = setting(
+        "STARTUP_TIMEOUT_SECONDS",
+        30.0,
+        "How long start-up waits for Kafka and Redis before failing with an error.",
+        minimum=0.1,
+    )
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka properties shared by every client of this service."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username
+            conf["sasl.password"] = self.kafka_sasl_password.reveal()
+        if self.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return conf
+
+    def validate(self) -> None:
+        topics = (self.topic_input, self.topic_processed, self.topic_errors)
+        if len(set(topics)) != 3:
+            raise ConfigError(
+                "LOGINPIPE_TOPIC_INPUT, LOGINPIPE_TOPIC_PROCESSED and LOGINPIPE_TOPIC_ERRORS "
+                f"must be three different topics, got {topics}"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ConfigError(
+                "LOGINPIPE_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}: set LOGINPIPE_KAFKA_SASL_USERNAME and "
+                "LOGINPIPE_KAFKA_SASL_PASSWORD"
+            )
+        if not self.kafka_bootstrap.strip():
+            raise ConfigError("LOGINPIPE_KAFKA_BOOTSTRAP is empty: set it to host:port[,host:port]")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    redis_url: str = setting(
+        "REDIS_URL", "redis://localhost:6379/0", "Redis URL (redis:// or rediss://)."
+    )
+    redis_password: Secret = setting(  # noqa: RUF009
+        "REDIS_PASSWORD",
+        Secret(""),
+        "Redis password, if not in the URL (from a Kubernetes Secret; masked in logs).",
+    )
+    redis_key_prefix: str = setting(
+        "REDIS_KEY_PREFIX", "loginpipe:", "Prefix of every Redis key the pipeline writes."
+    )
+
+    def redis_validate(self) -> None:
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_URL={self.redis_url!r} is not a Redis URL: "
+                "set it to redis://host:port/db"
+            )
+
+    @property
+    def counts_key(self) -> str:
+        return f"{self.redis_key_prefix}device_counts"
+
+    def offsets_key(self, topic: str) -> str:
+        return f"{self.redis_key_prefix}offsets:{topic}"
+
+
+@dataclass(frozen=True)
+class GeneratorSettings(CommonSettings):
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        9101,
+        "Port of /metrics, /healthz and /readyz (0 disables).",
+        minimum=0,
+        maximum=65535,
+    )
+    rate: float = setting(
+        "GENERATOR_RATE", 100.0, "Events per second (0 = as fast as possible).", minimum=0
+    )
+    count: int = setting(
+        "GENERATOR_COUNT", 0, "Events to produce before exiting (0 = until stopped).", minimum=0
+    )
+    bad_share: float = setting(
+        "GENERATOR_BAD_SHARE",
+        0.2,
+        "Share of events that are invalid, 0 to 1.",
+        minimum=0,
+        maximum=1,
+    )
+    seed: int = setting("GENERATOR_SEED", 0, "Random seed; the same seed gives the same events.")
+    users: int = setting("GENERATOR_USERS", 10_000, "Distinct user ids.", minimum=1)
+    start_time: int = setting(
+        "GENERATOR_START_TIME",
+        0,
+        "Epoch seconds of the first event's timestamp (0 = now); fixed for reproducible runs.",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings(CommonSettings):
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        9102,
+        "Port of /metrics, /healthz and /readyz (0 disables).",
+        minimum=0,
+        maximum=65535,
+    )
+    group_id: str = setting(
+        "CONSUMER_GROUP", "loginpipe-consumer", "Consumer group of the validating consumer."
+    )
+    delivery: str = setting(
+        "CONSUMER_DELIVERY",
+        "exactly_once",
+        "exactly_once (Kafka transactions) or at_least_once (duplicates possible after a crash).",
+        choices=("exactly_once", "at_least_once"),
+    )
+    transactional_id: str = setting(
+        "CONSUMER_TRANSACTIONAL_ID",
+        "",
+        "Transactional id; must be unique per running consumer and stable across its restarts "
+        "(default: loginpipe-consumer-<hostname>, the pod name on Kubernetes).",
+    )
+    batch_size: int = setting(
+        "CONSUMER_BATCH_SIZE",
+        2000,
+        "Most messages taken per consume call.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    commit_interval_ms: int = setting(
+        "CONSUMER_COMMIT_INTERVAL_MS",
+        100,
+        "Longest time a transaction (or an offset commit) stays open; bounds end-to-end latency.",
+        minimum=1,
+    )
+    transaction_timeout_ms: int = setting(
+        "CONSUMER_TRANSACTION_TIMEOUT_MS",
+        60_000,
+        "Broker-side timeout after which an abandoned transaction is aborted.",
+        minimum=1000,
+    )
+
+    def resolved_transactional_id(self) -> str:
+        return self.transactional_id or f"loginpipe-consumer-{_hostname()}"
+
+
+@dataclass(frozen=True)
+class AggregatorSettings(CommonSettings, RedisSettings):
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        9103,
+        "Port of /metrics, /healthz and /readyz (0 disables).",
+        minimum=0,
+        maximum=65535,
+    )
+    group_id: str = setting(
+        "AGGREGATOR_GROUP", "loginpipe-aggregator", "Consumer group of the aggregator."
+    )
+    batch_size: int = setting(
+        "AGGREGATOR_BATCH_SIZE",
+        5000,
+        "Most messages applied to Redis in one atomic write.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    log_interval_seconds: float = setting(
+        "AGGREGATOR_LOG_INTERVAL_SECONDS",
+        10.0,
+        "How often the counts are logged (0 = never).",
+        minimum=0,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.redis_validate()
+
+
+@dataclass(frozen=True)
+class CountsSettings(RedisSettings):
+    """Settings of ``loginpipe counts``: Redis only."""
+
+    def validate(self) -> None:
+        self.redis_validate()
+
+
+S = TypeVar("S")
+
+
+def _parse(raw: str, typ: type, meta: Mapping[str, Any]) -> Any:
+    name = meta["env"]
+    value: Any
+    if typ is bool:
+        low = raw.strip().lower()
+        if low not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            raise ConfigError(f"{name}={raw!r} is not a boolean: set it to true or false")
+        value = low in {"1", "true", "yes", "on"}
+    elif typ is int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} is not an integer: set it to a whole number"
+            ) from None
+    elif typ is float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number: set it to a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name}={raw!r} is not a finite number")
+    elif typ is Secret:
+        value = Secret(raw)
+    else:
+        value = raw.strip()
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}: set one of those")
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name}={raw!r} is below the minimum {lo}: set it to {lo} or more")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name}={raw!r} is above the maximum {hi}: set it to {hi} or less")
+    return value
+
+
+def load(cls: type[S], environ: Mapping[str, str], **overrides: Any) -> S:
+    """Build settings of ``cls`` from ``environ``; ``overrides`` (from CLI flags) win.
+
+    Unknown ``LOGINPIPE_*`` variables are rejected too, so a typo does not pass silently.
+    """
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        env = f.metadata["env"]
+        if f.name in overrides and overrides[f.name] is not None:
+            raw = str(overrides[f.name])
+        elif env in environ:
+            raw = environ[env]
+        else:
+            continue
+        values[f.name] = _parse(raw, hints[f.name], f.metadata)
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def known_variables() -> set[str]:
+    names: set[str] = set()
+    for cls in (GeneratorSettings, ConsumerSettings, AggregatorSettings, CountsSettings):
+        names.update(f.metadata["env"] for f in dataclasses.fields(cls))
+    return names
+
+
+def check_unknown(environ: Mapping[str, str]) -> None:
+    """Fail on ``LOGINPIPE_*`` variables that no service reads (usually a typo)."""
+    extra = sorted(k for k in environ if k.startswith(PREFIX) and k not in known_variables())
+    # Variables used only by tests and scripts, never by the services.
+    extra = [k for k in extra if not k.startswith(("LOGINPIPE_TEST_", "LOGINPIPE_BENCH_"))]
+    if extra:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(extra)}: see `loginpipe config` for the variables"
+        )
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """Settings as a dict for the start-up log, secrets masked."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[f.metadata["env"]] = "***" if isinstance(value, Secret) and value else value
+    return out
+
+
+def markdown_table() -> str:
+    """The README's settings table, one row a variable, with the services that read it."""
+    services = {
+        "generator": GeneratorSettings,
+        "consumer": ConsumerSettings,
+        "aggregator": AggregatorSettings,
+        "counts": CountsSettings,
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for svc, cls in services.items():
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            env = f.metadata["env"]
+            row = rows.setdefault(env, {"help": f.metadata, "defaults": {}, "services": []})
+            row["services"].append(svc)
+            row["defaults"][svc] = f.default
+    lines = [
+        "| variable | services | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for env in sorted(rows):
+        row = rows[env]
+        meta = row["help"]
+        defaults = {repr(v) for v in row["defaults"].values()}
+        if len(defaults) == 1:
+            default = _fmt_default(next(iter(row["defaults"].values())))
+        else:
+            default = ", ".join(f"{s}: {_fmt_default(v)}" for s, v in row["defaults"].items())
+        text = meta["help"]
+        if meta["choices"]:
+            text += " One of: " + ", ".join(f"`{c}`" for c in meta["choices"]) + "."
+        lines.append(f"| `{env}` | {', '.join(row['services'])} | {default} | {text} |")
+    return "\n".join(lines)
+
+
+def _fmt_default(v: Any) -> str:
+    if isinstance(v, Secret):
+        return "(empty)" if not v else "***"
+    if v == "":
+        return "(empty)"
+    return f"`{v}`"

@@ -1,0 +1,260 @@
+"""The rules: classify any bytes as a valid, normalised login event or an invalid one.
+
+Pure functions over plain data, no I/O. ``validate`` never raises, whatever the input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Reason(StrEnum):
+    """Stable reason codes of the error topic, in order of precedence.
+
+    The first five describe the message as a whole; the rest a field. When an event has
+    several problems, the primary reason is the first one found in field order
+    (user_id, app_version, device_type, ip, timestamp); all are listed in ``problems``.
+    """
+
+    INVALID_ENCODING = "invalid_encoding"  # value is not valid UTF-8
+    EMPTY_MESSAGE = "empty_message"  # no value, or only whitespace
+    MALFORMED_JSON = "malformed_json"  # UTF-8 but not JSON
+    NOT_AN_OBJECT = "not_an_object"  # JSON, but not an object
+    MISSING_FIELD = "missing_field"  # a required field is absent or null
+    INVALID_USER_ID = "invalid_user_id"  # not a non-empty string of at most 256 characters
+    INVALID_APP_VERSION = "invalid_app_version"  # not 1-4 dot-separated non-negative integers
+    INVALID_DEVICE_TYPE = "invalid_device_type"  # not android or ios (any case)
+    INVALID_IP = "invalid_ip"  # not an IPv4 or IPv6 address (zone ids are rejected)
+    INVALID_TIMESTAMP = "invalid_timestamp"  # not a positive integer of epoch seconds
+    INTERNAL_ERROR = "internal_error"  # the validator itself failed (a bug); never expected
+
+
+REASON_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.INVALID_ENCODING: "the value is not valid UTF-8",
+    Reason.EMPTY_MESSAGE: "the value is missing (tombstone), empty or only whitespace",
+    Reason.MALFORMED_JSON: "the value is text but not a JSON document",
+    Reason.NOT_AN_OBJECT: "the value is JSON but not an object (array, string, number, null)",
+    Reason.MISSING_FIELD: "a required field (user_id, app_version, device_type, ip, timestamp) "
+    "is absent or null",
+    Reason.INVALID_USER_ID: "user_id is not a non-empty string of at most 256 characters",
+    Reason.INVALID_APP_VERSION: "app_version is not 1 to 4 dot-separated non-negative integers",
+    Reason.INVALID_DEVICE_TYPE: "device_type is not android or ios (any case)",
+    Reason.INVALID_IP: "ip is not a valid IPv4 or IPv6 address (scoped IPv6 is rejected)",
+    Reason.INVALID_TIMESTAMP: "timestamp is not a positive integer of epoch seconds "
+    "(or a string of digits)",
+    Reason.INTERNAL_ERROR: "the validator failed on this input (a bug to report); the event is "
+    "kept here rather than lost",
+}
+
+REQUIRED_FIELDS = ("user_id", "app_version", "device_type", "ip", "timestamp")
+OPTIONAL_FIELDS = ("locale", "device_id")
+DEVICE_TYPES = ("android", "ios")
+
+MAX_USER_ID_LENGTH = 256
+MAX_TIMESTAMP = 2**63 - 1
+_VERSION_RE = re.compile(r"[0-9]+(?:\.[0-9]+){0,3}")
+_DIGITS_RE = re.compile(r"[0-9]{1,19}")
+_LONG_DIGITS_RE = re.compile(rb"[0-9]{20}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: Reason
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code.value, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    """A valid event: its normalised JSON and its device type."""
+
+    value: bytes
+    device_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An invalid input: the primary reason and every problem found."""
+
+    reason: Reason
+    problems: tuple[Problem, ...]
+
+
+Result = Valid | Invalid
+
+
+def _whole(code: Reason, message: str) -> Invalid:
+    return Invalid(code, (Problem(code, None, message),))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode(raw: bytes) -> Any | Invalid:
+    """Parse JSON, or say why the bytes are not JSON."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        # orjson reads integers beyond 64 bits as floats; keep them exact via the slow path.
+        if _LONG_DIGITS_RE.search(raw) is None:
+            return obj
+    # Slow path, only for inputs orjson refuses: tell the reasons apart, and accept what is
+    # still valid JSON that orjson does not take (integers beyond 64 bits).
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _whole(Reason.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}")
+    if not text.strip():
+        return _whole(Reason.EMPTY_MESSAGE, "the value is only whitespace")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return _whole(Reason.MALFORMED_JSON, f"not JSON: {str(exc)[:200]}")
+
+
+def check_user_id(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"user_id must be a string, got {type(v).__name__}"
+    if not v.strip():
+        return "user_id is empty"
+    if len(v) > MAX_USER_ID_LENGTH:
+        return f"user_id is longer than {MAX_USER_ID_LENGTH} characters"
+    return None
+
+
+def check_app_version(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"app_version must be a string, got {type(v).__name__}"
+    if len(v) > 64 or _VERSION_RE.fullmatch(v) is None:
+        return f"app_version {v[:64]!r} is not 1 to 4 dot-separated non-negative integers"
+    return None
+
+
+def check_ip(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"ip must be a string, got {type(v).__name__}"
+    if len(v) > 45:
+        return "ip is longer than any IPv6 address"
+    if "%" in v:
+        return f"ip {v!r} has a zone index, which is host-local and not accepted"
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return f"ip {v!r} is not a valid IPv4 or IPv6 address"
+    return None
+
+
+def normalise_device_type(v: Any) -> str | None:
+    if isinstance(v, str):
+        low = v.lower()
+        if low in DEVICE_TYPES:
+            return low
+    return None
+
+
+def normalise_timestamp(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if 0 < v <= MAX_TIMESTAMP else None
+    if isinstance(v, str) and _DIGITS_RE.fullmatch(v):
+        n = int(v)
+        return n if 0 < n <= MAX_TIMESTAMP else None
+    return None
+
+
+def validate_object(obj: dict[str, Any]) -> Result:
+    """Validate a decoded JSON object and build its normalised form."""
+    problems: list[Problem] = []
+    for name in REQUIRED_FIELDS:
+        if obj.get(name) is None:
+            what = "is null" if name in obj else "is missing"
+            problems.append(Problem(Reason.MISSING_FIELD, name, f"{name} {what}"))
+            continue
+        v = obj[name]
+        if name == "user_id":
+            msg = check_user_id(v)
+            if msg:
+                problems.append(Problem(Reason.INVALID_USER_ID, name, msg))
+        elif name == "app_version":
+            msg = check_app_version(v)
+            if msg:
+                problems.append(Problem(Reason.INVALID_APP_VERSION, name, msg))
+        elif name == "device_type":
+            if normalise_device_type(v) is None:
+                problems.append(
+                    Problem(
+                        Reason.INVALID_DEVICE_TYPE,
+                        name,
+                        f"device_type {str(v)[:64]!r} is not android or ios",
+                    )
+                )
+        elif name == "ip":
+            msg = check_ip(v)
+            if msg:
+                problems.append(Problem(Reason.INVALID_IP, name, msg))
+        elif name == "timestamp" and normalise_timestamp(v) is None:
+            problems.append(
+                Problem(
+                    Reason.INVALID_TIMESTAMP,
+                    name,
+                    f"timestamp {str(v)[:64]!r} is not a positive integer of epoch seconds",
+                )
+            )
+    if problems:
+        return Invalid(problems[0].code, tuple(problems))
+    device_type = normalise_device_type(obj["device_type"])
+    timestamp = normalise_timestamp(obj["timestamp"])
+    assert device_type is not None and timestamp is not None
+    if (
+        obj["device_type"] == device_type
+        and obj["timestamp"] == timestamp
+        and all(f in obj for f in OPTIONAL_FIELDS)
+    ):
+        normal = obj
+    else:
+        normal = dict(obj)
+        normal["device_type"] = device_type
+        normal["timestamp"] = timestamp
+        for f in OPTIONAL_FIELDS:
+            normal.setdefault(f, None)
+    return Valid(_dumps(normal), device_type)
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # integers beyond 64 bits or lone surrogates that only json took
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+def validate(raw: bytes | None) -> Result:
+    """Classify one Kafka message value. Never raises."""
+    if not raw:
+        return _whole(
+            Reason.EMPTY_MESSAGE,
+            "the value is empty" if raw is not None else "the value is missing (tombstone)",
+        )
+    decoded = _decode(raw)
+    if isinstance(decoded, Invalid):
+        return decoded
+    if not isinstance(decoded, dict):
+        kind = "null" if decoded is None else type(decoded).__name__
+        return _whole(Reason.NOT_AN_OBJECT, f"the JSON value is a {kind}, not an object")
+    try:
+        return validate_object(decoded)
+    except Exception as exc:  # a bug must not stop the pipeline: route the event as invalid
+        return _whole(Reason.INTERNAL_ERROR, f"validator error: {exc!r}"[:300])
