@@ -1,0 +1,335 @@
+"""Integration fixtures: one real Kafka broker and one real Redis per test session.
+
+By default the session starts its own single-node KRaft broker and Redis (through the
+project's scripts, on free ports, in a temporary folder) and stops them at the end. Point
+the suite at existing ones instead with LOGINPIPE_TEST_KAFKA_BOOTSTRAP and
+LOGINPIPE_TEST_REDIS_URL. Every test gets unique topics, groups and Redis keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "services"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, every: float = 0.1) -> Any:
+    """Poll ``fn`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def _kafka_jars_present() -> bool:
+    versions = dict(
+        line.split("=", 1)
+        for line in (ROOT / "hack/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    libs = ROOT / ".cache/kafka" / versions["KAFKA_VERSION"] / "libs"
+    return libs.is_dir() and any(libs.glob("kafka_*.jar"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    existing = os.environ.get("LOGINPIPE_TEST_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    require(shutil.which("java") is not None, "java is not installed (needed for the Kafka broker)")
+    require(
+        _kafka_jars_present(),
+        "Kafka jars are not fetched: run `make deps` (or hack/kafka.sh fetch)",
+    )
+    port, cport = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(cport),
+        "KAFKA_DATA_DIR": str(tmp_path_factory.mktemp("kafka")),
+    }
+    script = str(ROOT / "hack/kafka.sh")
+    subprocess.run([script, "start"], env=env, check=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    existing = os.environ.get("LOGINPIPE_TEST_REDIS_URL")
+    if existing:
+        yield existing
+        return
+    require(
+        shutil.which("redis-server") is not None, "redis-server is not installed: run `make deps`"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_PORT": str(port),
+        "REDIS_DATA_DIR": str(tmp_path_factory.mktemp("redis")),
+    }
+    script = str(ROOT / "hack/redis.sh")
+    subprocess.run([script, "start"], env=env, check=True)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+@dataclass
+class Service:
+    """One service running as its own process, as in production."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    exits: list[int] = field(default_factory=list)
+
+    def start(self) -> Service:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "loginpipe", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        rc = self.proc.wait(timeout=timeout)
+        self.exits.append(rc)
+        return rc
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.running():
+            self.signal(signal.SIGTERM)
+            try:
+                self.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Pipeline:
+    """Unique topics, groups and Redis keys for one test, and helpers around them."""
+
+    def __init__(self, bootstrap: str, redis_url: str, tmp: Path, partitions: int) -> None:
+        self.id = uuid.uuid4().hex[:10]
+        self.bootstrap = bootstrap
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.partitions = partitions
+        self.input = f"user-login-{self.id}"
+        self.processed = f"user-login-processed-{self.id}"
+        self.errors = f"user-login-errors-{self.id}"
+        self.consumer_group = f"consumer-{self.id}"
+        self.aggregator_group = f"aggregator-{self.id}"
+        self.prefix = f"test:{self.id}:"
+        self.redis = redis.Redis.from_url(redis_url)
+        self.services: list[Service] = []
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("LOGINPIPE_")},
+            "PYTHONPATH": str(SERVICES),
+            "LOGINPIPE_KAFKA_BOOTSTRAP": bootstrap,
+            "LOGINPIPE_REDIS_URL": redis_url,
+            "LOGINPIPE_REDIS_KEY_PREFIX": self.prefix,
+            "LOGINPIPE_TOPIC_INPUT": self.input,
+            "LOGINPIPE_TOPIC_PROCESSED": self.processed,
+            "LOGINPIPE_TOPIC_ERRORS": self.errors,
+            "LOGINPIPE_CONSUMER_GROUP": self.consumer_group,
+            "LOGINPIPE_AGGREGATOR_GROUP": self.aggregator_group,
+            "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID": f"tx-{self.id}",
+            "LOGINPIPE_METRICS_PORT": "0",
+            "LOGINPIPE_LOG_FORMAT": "text",
+            "LOGINPIPE_STARTUP_TIMEOUT_SECONDS": "20",
+            "LOGINPIPE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
+
+    def create_topics(self, admin: AdminClient) -> None:
+        new = [
+            NewTopic(t, num_partitions=self.partitions, replication_factor=1)
+            for t in (self.input, self.processed, self.errors)
+        ]
+        for fut in admin.create_topics(new, operation_timeout=30).values():
+            fut.result(timeout=30)
+
+    def service(self, name: str, *args: str, **env: str) -> Service:
+        svc = Service(
+            name,
+            list(args),
+            {**self.env, **env},
+            self.tmp / f"{name}-{len(self.services)}.log",
+        )
+        self.services.append(svc)
+        return svc
+
+    def run_cli(
+        self, *args: str, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "loginpipe", *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def counts(self) -> dict[str, int]:
+        raw = self.redis.hgetall(f"{self.prefix}device_counts")
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def read_all(
+        self,
+        topic: str,
+        expected: int | None = None,
+        timeout: float = 60.0,
+        isolation: str = "read_committed",
+    ) -> list[Record]:
+        """Every committed record of ``topic`` up to the end of each partition."""
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "isolation.level": isolation,
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            # Wait until the high watermarks are stable and, if given, hold `expected` records.
+            parts = [TopicPartition(topic, p, 0) for p in range(self.partitions)]
+            c.assign(parts)
+            records: list[Record] = []
+            eof: set[int] = set()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = c.poll(0.2)
+                if msg is None:
+                    if len(eof) == self.partitions and (
+                        expected is None or len(records) >= expected
+                    ):
+                        break
+                    continue
+                if msg.error():
+                    if msg.error().code() == msg.error()._PARTITION_EOF:
+                        eof.add(msg.partition())
+                        continue
+                    raise AssertionError(msg.error())
+                eof.discard(msg.partition())
+                records.append(
+                    Record(
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        msg.value(),
+                        dict(msg.headers() or []),
+                    )
+                )
+            return records
+        finally:
+            c.close()
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        try:
+            tps = c.committed(
+                [TopicPartition(topic, p) for p in range(self.partitions)], timeout=10
+            )
+            return {tp.partition: tp.offset for tp in tps}
+        finally:
+            c.close()
+
+    def produce_raw(self, records: list[tuple[bytes | None, bytes | None]]) -> None:
+        p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        for key, value in records:
+            p.produce(self.input, value, key)
+        assert p.flush(30) == 0
+
+    def close(self) -> None:
+        for svc in self.services:
+            svc.stop()
+
+
+@pytest.fixture
+def make_pipeline(
+    kafka_bootstrap: str, redis_url: str, admin: AdminClient, tmp_path: Path
+) -> Iterator[Callable[..., Pipeline]]:
+    made: list[Pipeline] = []
+
+    def make(partitions: int = 3) -> Pipeline:
+        pl = Pipeline(kafka_bootstrap, redis_url, tmp_path, partitions)
+        pl.create_topics(admin)
+        made.append(pl)
+        return pl
+
+    yield make
+    for pl in made:
+        pl.close()
+        for svc in pl.services:
+            if svc.exits and svc.exits[-1] not in (0, -9):
+                print(f"--- {svc.name} log ---\n{svc.log()[-5000:]}")

@@ -1,0 +1,213 @@
+"""The pipeline end to end on the real broker and Redis: exactly once, exact counts, crashes."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from loginpipe import envelope
+from loginpipe.events import GroundTruth, generate
+from loginpipe.validation import Valid, validate
+from tests.integration.conftest import Pipeline, wait_for
+
+pytestmark = pytest.mark.integration
+
+SEED, COUNT, BAD_SHARE, START = 11, 10_000, 0.2, 1_764_000_000
+
+
+def expected_run(count: int = COUNT, seed: int = SEED) -> tuple[GroundTruth, dict[bytes, Any]]:
+    truth = GroundTruth()
+    reason_of: dict[bytes, Any] = {}
+    for ev in generate(count, seed=seed, bad_share=BAD_SHARE, start_time=START):
+        truth.add(ev)
+        reason_of[ev.value] = ev.expected_reason
+    return truth, reason_of
+
+
+def generate_args(count: int = COUNT, rate: float = 0, seed: int = SEED) -> list[str]:
+    return [
+        "generate",
+        f"--count={count}",
+        f"--rate={rate}",
+        f"--seed={seed}",
+        f"--bad-share={BAD_SHARE}",
+        f"--start-time={START}",
+        "--summary",
+    ]
+
+
+def assert_exactly_once(pl: Pipeline, count: int = COUNT, seed: int = SEED) -> None:
+    """Every input offset appears exactly once across processed and errors; counts exact."""
+    truth, reason_of = expected_run(count, seed)
+    inputs = pl.read_all(pl.input, expected=count)
+    assert len(inputs) == count
+    by_coord = {(r.partition, r.offset): r for r in inputs}
+
+    processed = pl.read_all(pl.processed, expected=truth.valid)
+    errors = pl.read_all(pl.errors, expected=truth.invalid)
+    assert len(processed) + len(errors) == count, (len(processed), len(errors))
+
+    # Valid: the multiset of outputs is exactly the normalised valid inputs (values are unique).
+    want = Counter()
+    for r in inputs:
+        res = validate(r.value)
+        if isinstance(res, Valid):
+            want[(r.key, res.value, res.device_type)] += 1
+    got = Counter(
+        (r.key, r.value, r.headers[envelope.HEADER_DEVICE_TYPE].decode()) for r in processed
+    )
+    assert got == want
+    assert max(want.values()) == 1
+
+    # Invalid: one envelope per invalid input coordinate, with the expected reason and bytes.
+    seen: set[tuple[int, int]] = set()
+    for r in errors:
+        env = orjson.loads(r.value)
+        src = env["source"]
+        coord = (src["partition"], src["offset"])
+        assert src["topic"] == pl.input
+        assert coord not in seen, f"duplicate error for input {coord}"
+        seen.add(coord)
+        original = by_coord[coord]
+        assert envelope.decode_bytes(env["original"]) == original.value
+        assert envelope.decode_bytes(src["key"]) == original.key
+        assert env["reason"] == reason_of[original.value].value
+        assert r.headers[envelope.HEADER_REASON].decode() == env["reason"]
+        assert r.key == original.key
+    assert len(seen) == truth.invalid
+    assert Counter(orjson.loads(r.value)["reason"] for r in errors) == truth.invalid_by_reason
+
+    wait_for(
+        "Redis counts to reach the ground truth",
+        lambda: pl.counts() == dict(truth.valid_by_device),
+        timeout=60,
+    )
+
+
+def test_every_event_is_routed_exactly_once_and_counted_exactly(make_pipeline) -> None:
+    pl = make_pipeline(partitions=3)
+    gen = pl.run_cli(*generate_args())
+    assert gen.returncode == 0, gen.stderr
+    summary = orjson.loads(gen.stdout)
+    truth, _ = expected_run()
+    assert summary["delivered"] == COUNT and summary["failed"] == 0
+    assert summary["valid_by_device"] == dict(truth.valid_by_device)
+
+    pl.service("consumer", "consume").start()
+    pl.service("aggregator", "aggregate").start()
+    assert_exactly_once(pl)
+
+
+def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
+    make_pipeline,
+) -> None:
+    pl = make_pipeline(partitions=3)
+    count = 20_000
+    gen = pl.service("generator", *generate_args(count=count, rate=2000)).start()
+    consumer = pl.service("consumer", "consume").start()
+    aggregator = pl.service("aggregator", "aggregate").start()
+
+    def routed() -> int:
+        return sum(max(o, 0) for o in pl.committed(pl.consumer_group, pl.input).values())
+
+    # Kill each service twice while events are still flowing, then let them finish.
+    for round_ in range(2):
+        floor = routed()
+        wait_for("the consumer to commit more input", lambda f=floor: routed() > f, timeout=60)
+        consumer.kill()
+        consumer = pl.service("consumer", "consume").start()
+
+        total = sum(pl.counts().values())
+        wait_for("the aggregator to count more", lambda t=total: sum(pl.counts().values()) > t, 60)
+        aggregator.kill()
+        aggregator = pl.service("aggregator", "aggregate").start()
+        if round_ == 0:
+            assert gen.running(), "generator finished before the first kill: raise the count"
+
+    assert gen.wait(60) == 0
+    assert_exactly_once(pl, count)
+    assert consumer.running() and aggregator.running()
+    # The kills did land mid-transaction: aborted records sit in the logs, unseen by readers.
+    written = sum(
+        len(pl.read_all(t, isolation="read_uncommitted")) for t in (pl.processed, pl.errors)
+    )
+    assert written > count
+
+
+def test_at_least_once_mode_loses_nothing(make_pipeline) -> None:
+    pl = make_pipeline(partitions=2)
+    assert pl.run_cli(*generate_args(count=3000)).returncode == 0
+    pl.service("consumer", "consume", "--delivery=at_least_once").start()
+    truth, _ = expected_run(3000)
+    processed = pl.read_all(pl.processed, expected=truth.valid)
+    errors = pl.read_all(pl.errors, expected=truth.invalid)
+    coords = {
+        (orjson.loads(r.value)["source"]["partition"], orjson.loads(r.value)["source"]["offset"])
+        for r in errors
+    }
+    assert len(coords) == truth.invalid
+    assert len({r.value for r in processed}) == truth.valid
+
+
+def test_sigterm_stops_every_service_cleanly_and_commits_what_it_routed(make_pipeline) -> None:
+    pl = make_pipeline(partitions=2)
+    gen = pl.service("generator", *generate_args(count=0, rate=500)).start()
+    consumer = pl.service("consumer", "consume").start()
+    aggregator = pl.service("aggregator", "aggregate").start()
+    wait_for("counts in Redis", lambda: sum(pl.counts().values()) > 100, timeout=60)
+
+    for svc in (gen, consumer, aggregator):
+        svc.signal(signal.SIGTERM)
+        assert svc.wait(timeout=15) == 0, svc.log()[-3000:]
+        assert "stopped" in svc.log()
+
+    # Nothing the consumer routed is left uncommitted, and nothing committed is unrouted.
+    committed = pl.committed(pl.consumer_group, pl.input)
+    outputs = len(pl.read_all(pl.processed)) + len(pl.read_all(pl.errors))
+    assert sum(committed.values()) == outputs
+    # And the aggregator's stored position covers exactly what it counted.
+    positions = {
+        int(k): int(v) for k, v in pl.redis.hgetall(f"{pl.prefix}offsets:{pl.processed}").items()
+    }
+    processed = pl.read_all(pl.processed)
+    assert sum(pl.counts().values()) == sum(
+        1 for r in processed if r.offset < positions.get(r.partition, 0)
+    )
+
+
+def test_poison_messages_never_stop_the_consumer(make_pipeline) -> None:
+    pl = make_pipeline(partitions=1)
+    good = orjson.dumps(
+        {
+            "user_id": "u",
+            "app_version": "1.0",
+            "device_type": "Android",
+            "ip": "::1",
+            "timestamp": "1764000000",
+        }
+    )
+    pl.produce_raw([(None, None), (b"k", b"\x00" * 10_000), (b"k", b"[" * 50_000), (b"k", good)])
+    pl.service("consumer", "consume").start()
+    errors = pl.read_all(pl.errors, expected=3)
+    assert [orjson.loads(r.value)["reason"] for r in errors] == [
+        "empty_message",
+        "malformed_json",
+        "malformed_json",
+    ]
+    [processed] = pl.read_all(pl.processed, expected=1)
+    assert orjson.loads(processed.value)["device_type"] == "android"
+    assert orjson.loads(processed.value)["timestamp"] == 1764000000
+
+
+def test_counts_command_prints_the_redis_counts(make_pipeline) -> None:
+    pl = make_pipeline(partitions=1)
+    pl.redis.hset(f"{pl.prefix}device_counts", mapping={"android": 3, "ios": 4})
+    out = pl.run_cli("counts", "--json")
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout) == {"android": 3, "ios": 4}
+    out = pl.run_cli("counts")
+    assert out.stdout.split() == ["android", "3", "ios", "4", "total", "7"]

@@ -1,0 +1,155 @@
+"""Settings: defaults, errors that name the variable, secrets masked, README in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loginpipe.exceptions import ConfigError
+from loginpipe.settings import (
+    AggregatorSettings,
+    ConsumerSettings,
+    GeneratorSettings,
+    Secret,
+    check_unknown,
+    describe,
+    known_variables,
+    load,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_match_the_documented_local_setup() -> None:
+    c = load(ConsumerSettings, {})
+    assert c.kafka_bootstrap == "localhost:9092"
+    assert (c.topic_input, c.topic_processed, c.topic_errors) == (
+        "user-login",
+        "user-login-processed",
+        "user-login-errors",
+    )
+    assert c.delivery == "exactly_once"
+    a = load(AggregatorSettings, {})
+    assert a.redis_url == "redis://localhost:6379/0"
+    assert a.counts_key == "loginpipe:device_counts"
+
+
+def test_each_service_has_its_own_default_metrics_port() -> None:
+    ports = {
+        load(cls, {}).metrics_port
+        for cls in (GeneratorSettings, ConsumerSettings, AggregatorSettings)
+    }
+    assert len(ports) == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"LOGINPIPE_CONSUMER_BATCH_SIZE": "many"},
+            "LOGINPIPE_CONSUMER_BATCH_SIZE='many' is not an integer",
+        ),
+        (
+            {"LOGINPIPE_CONSUMER_BATCH_SIZE": "0"},
+            "LOGINPIPE_CONSUMER_BATCH_SIZE='0' is below the minimum",
+        ),
+        (
+            {"LOGINPIPE_CONSUMER_DELIVERY": "maybe"},
+            "LOGINPIPE_CONSUMER_DELIVERY='maybe' is not one of",
+        ),
+        (
+            {"LOGINPIPE_METRICS_PORT": "70000"},
+            "LOGINPIPE_METRICS_PORT='70000' is above the maximum",
+        ),
+        ({"LOGINPIPE_STARTUP_TIMEOUT_SECONDS": "nan"}, "is not a finite number"),
+        ({"LOGINPIPE_TOPIC_ERRORS": "user-login"}, "must be three different topics"),
+        ({"LOGINPIPE_KAFKA_BOOTSTRAP": " "}, "LOGINPIPE_KAFKA_BOOTSTRAP is empty"),
+        (
+            {"LOGINPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "set LOGINPIPE_KAFKA_SASL_USERNAME and LOGINPIPE_KAFKA_SASL_PASSWORD",
+        ),
+    ],
+)
+def test_a_bad_value_fails_with_the_variable_and_what_to_set(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load(ConsumerSettings, env)
+
+
+def test_a_bad_redis_url_names_the_variable() -> None:
+    with pytest.raises(
+        ConfigError, match="LOGINPIPE_REDIS_URL='localhost:6379' is not a Redis URL"
+    ):
+        load(AggregatorSettings, {"LOGINPIPE_REDIS_URL": "localhost:6379"})
+
+
+def test_flags_override_the_environment() -> None:
+    s = load(GeneratorSettings, {"LOGINPIPE_GENERATOR_RATE": "5"}, rate=50.0, count=None)
+    assert s.rate == 50.0
+    assert s.count == 0
+
+
+def test_settings_are_frozen() -> None:
+    s = load(ConsumerSettings, {})
+    with pytest.raises(AttributeError):
+        s.batch_size = 3  # type: ignore[misc]
+
+
+def test_secrets_are_masked_in_logs_and_repr() -> None:
+    s = load(
+        AggregatorSettings,
+        {"LOGINPIPE_REDIS_PASSWORD": "hunter2", "LOGINPIPE_KAFKA_SASL_PASSWORD": "s3cret"},
+    )
+    assert "hunter2" not in repr(s)
+    assert "s3cret" not in repr(s)
+    shown = describe(s)
+    assert shown["LOGINPIPE_REDIS_PASSWORD"] == "***"
+    assert s.redis_password.reveal() == "hunter2"
+    assert isinstance(s.redis_password, Secret)
+
+
+def test_sasl_credentials_reach_the_kafka_client_config() -> None:
+    s = load(
+        ConsumerSettings,
+        {
+            "LOGINPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "LOGINPIPE_KAFKA_SASL_USERNAME": "loginpipe",
+            "LOGINPIPE_KAFKA_SASL_PASSWORD": "pw",
+        },
+    )
+    conf = s.kafka_config()
+    assert conf["sasl.username"] == "loginpipe"
+    assert conf["sasl.password"] == "pw"
+    assert conf["security.protocol"] == "SASL_SSL"
+
+
+def test_an_unknown_loginpipe_variable_is_reported_as_a_likely_typo() -> None:
+    with pytest.raises(ConfigError, match="LOGINPIPE_KAFKA_BOOTSTRAPS"):
+        check_unknown({"LOGINPIPE_KAFKA_BOOTSTRAPS": "x", "PATH": "/bin"})
+    check_unknown({"LOGINPIPE_KAFKA_BOOTSTRAP": "x", "LOGINPIPE_TEST_KAFKA": "y"})
+
+
+def test_the_transactional_id_defaults_to_the_host_name() -> None:
+    import socket
+
+    assert load(ConsumerSettings, {}).resolved_transactional_id() == (
+        f"loginpipe-consumer-{socket.gethostname()}"
+    )
+    s = load(ConsumerSettings, {"LOGINPIPE_CONSUMER_TRANSACTIONAL_ID": "tx-1"})
+    assert s.resolved_transactional_id() == "tx-1"
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    text = README.read_text()
+    missing = sorted(v for v in known_variables() if f"`{v}`" not in text)
+    assert not missing, f"add these to README.md (`loginpipe config --markdown`): {missing}"
+
+
+def test_the_readme_settings_table_is_the_generated_one() -> None:
+    from loginpipe.settings import markdown_table
+
+    text = README.read_text()
+    table = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert table.strip() == markdown_table().strip(), "regenerate: loginpipe config --markdown"
