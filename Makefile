@@ -1,0 +1,88 @@
+# loginpipe developer commands. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+# ---- set-up -------------------------------------------------------------------------------
+$(STAMP): pyproject.toml requirements-dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the locked Python dependencies
+
+.PHONY: deps
+deps: venv ## install everything: Python deps, Kafka jars (Maven, cached), redis-server (apt)
+	hack/kafka.sh fetch
+	hack/redis.sh install
+
+.PHONY: lock
+lock: ## re-resolve requirements*.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml -o requirements.lock --generate-hashes --python-version 3.11 -q
+	uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --generate-hashes --python-version 3.11 -q
+
+# ---- local infrastructure -------------------------------------------------------------------
+.PHONY: infra-up
+infra-up: deps ## start Kafka (localhost:9092) and Redis (localhost:6379) in the background
+	hack/kafka.sh start
+	hack/redis.sh start
+
+.PHONY: infra-down
+infra-down: ## stop the local Kafka and Redis (data is kept under .cache/run)
+	hack/kafka.sh stop
+	hack/redis.sh stop
+
+.PHONY: infra-status
+infra-status: ## say whether the local Kafka and Redis are running
+	@hack/kafka.sh status && echo "kafka: running" || echo "kafka: stopped"
+	@hack/redis.sh status && echo "redis: running" || echo "redis: stopped"
+
+.PHONY: infra-reset
+infra-reset: infra-down ## stop the infrastructure and delete its data
+	rm -rf .cache/run/kafka-9092 .cache/run/redis-6379
+
+.PHONY: topics
+topics: infra-up ## create the three topics (6 partitions) if missing
+	$(VENV)/bin/loginpipe topics --partitions 6
+
+# ---- run ------------------------------------------------------------------------------------
+RATE ?= 1000
+.PHONY: run
+run: infra-up ## run the whole pipeline locally with live counts until Ctrl-C (RATE=events/s)
+	$(VENV)/bin/loginpipe run --partitions 6 --rate $(RATE)
+
+.PHONY: counts
+counts: venv ## print the login counts in the local Redis
+	$(VENV)/bin/loginpipe counts
+
+# ---- checks ---------------------------------------------------------------------------------
+.PHONY: lint
+lint: venv ## ruff on the code, shellcheck on the scripts (when installed)
+	$(VENV)/bin/ruff check services tests
+	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
+
+.PHONY: test-unit
+test-unit: venv ## unit tests only (no broker needed)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: deps ## every test: unit, then integration on a real Kafka and Redis the session starts
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## remove the virtualenv and caches (keeps downloaded jars in .cache)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
