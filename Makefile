@@ -71,8 +71,10 @@ counts: venv ## print the login counts in the local Redis
 
 # ---- checks ---------------------------------------------------------------------------------
 .PHONY: lint
-lint: venv ## ruff on the code, shellcheck on the scripts (when installed)
+lint: venv ## ruff and mypy --strict on the code, shellcheck on the scripts (when installed)
 	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/mypy
 	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
 
 .PHONY: test-unit

@@ -88,7 +88,7 @@ def _safe_url(url: str) -> str:
 
 
 def read_counts(client: redis.Redis, key: str) -> dict[str, int]:
-    raw = client.hgetall(key)
+    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
     counts = {d: 0 for d in DEVICE_TYPES}
     for k, v in raw.items():
         counts[k.decode()] = int(v)
@@ -99,8 +99,8 @@ def device_of(m: Message) -> str | None:
     """The device type of a processed record: from the consumer's header, else its JSON."""
     headers = m.headers()
     if headers:
-        for k, v in headers:
-            if k == envelope.HEADER_DEVICE_TYPE and v is not None:
+        for k, v in headers:  # type: ignore[misc]  # a list of (str, bytes | None) here
+            if k == envelope.HEADER_DEVICE_TYPE and isinstance(v, bytes):
                 d = v.decode("ascii", "replace")
                 return d if d in DEVICE_TYPES else None
     try:
@@ -128,7 +128,8 @@ def plan_batch(
     for m in msgs:
         if m.error() is not None:
             continue
-        p, off = m.partition(), m.offset()
+        p: int = m.partition()  # type: ignore[assignment]  # set when there is no error
+        off: int = m.offset()  # type: ignore[assignment]
         pb = plan.get(p)
         if pb is None:
             pb = plan[p] = PartitionBatch(off)

@@ -155,7 +155,10 @@ class Router:
                 continue
             if not self.in_txn:
                 self._begin()
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            # Set on every message without an error.
+            topic: str = m.topic()  # type: ignore[assignment]
+            partition: int = m.partition()  # type: ignore[assignment]
+            offset: int = m.offset()  # type: ignore[assignment]
             value = m.value()
             result = validate(value)
             if isinstance(result, Valid):
@@ -212,18 +215,16 @@ class Router:
 
     def _commit(self) -> None:
         """Make the open window durable: a transaction commit, or flush then offset commit."""
-        assert self.producer is not None and self.consumer is not None
+        producer, consumer = self.producer, self.consumer
+        assert producer is not None and consumer is not None
         offsets = self._offsets()
         if self.exactly_once:
             try:
+                group = consumer.consumer_group_metadata()
                 self._retrying(
-                    lambda: self.producer.send_offsets_to_transaction(  # type: ignore[union-attr]
-                        offsets,
-                        self.consumer.consumer_group_metadata(),
-                        _TXN_OP_TIMEOUT,  # type: ignore[union-attr]
-                    )
+                    lambda: producer.send_offsets_to_transaction(offsets, group, _TXN_OP_TIMEOUT)
                 )
-                self._retrying(lambda: self.producer.commit_transaction(_TXN_OP_TIMEOUT))  # type: ignore[union-attr]
+                self._retrying(lambda: producer.commit_transaction(_TXN_OP_TIMEOUT))
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if not err.txn_requires_abort():
@@ -234,7 +235,7 @@ class Router:
                 self._abort_and_rewind()
                 return
         else:
-            remaining = self.producer.flush(_TXN_OP_TIMEOUT)
+            remaining = producer.flush(_TXN_OP_TIMEOUT)
             if remaining or self.delivery_errors:
                 raise KafkaException(
                     KafkaError(
@@ -243,7 +244,7 @@ class Router:
                     )
                 )
             if offsets:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(offsets=offsets, asynchronous=False)
         self.metrics.transactions.labels("committed").inc()
         self._count_committed()
         self.metrics.last_success.set(time.time())

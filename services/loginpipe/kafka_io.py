@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import admin as kafka_admin
+from confluent_kafka.admin import AdminClient
 
 from loginpipe.exceptions import DependencyUnavailable
 from loginpipe.metrics import Metrics
@@ -67,7 +68,9 @@ def create_topics(
     """Create the topics that do not exist yet; returns those created."""
     admin = admin_client(settings)
     new = [
-        NewTopic(t, num_partitions=partitions, replication_factor=replication, config=config or {})
+        kafka_admin.NewTopic(  # type: ignore[attr-defined]  # exported, not in __all__
+            t, num_partitions=partitions, replication_factor=replication, config=config or {}
+        )
         for t in topics
     ]
     created = []

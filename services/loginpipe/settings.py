@@ -402,7 +402,7 @@ def markdown_table() -> str:
     }
     rows: dict[str, dict[str, Any]] = {}
     for svc, cls in services.items():
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls):
             env = f.metadata["env"]
             row = rows.setdefault(env, {"help": f.metadata, "defaults": {}, "services": []})
             row["services"].append(svc)
