@@ -24,11 +24,15 @@ from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import ConsumerSettings
-from loginpipe.validation import Valid, validate
+from loginpipe.validation import DEVICE_TYPES, Invalid, Valid, validate
 
 log = logging.getLogger(__name__)
 
 _TXN_OP_TIMEOUT = 30.0
+# One header list per device type, built once and shared by every produced record.
+_DEVICE_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
+    d: [(envelope.HEADER_DEVICE_TYPE, d.encode())] for d in DEVICE_TYPES
+}
 
 
 class Router:
@@ -45,8 +49,9 @@ class Router:
         # State of the open transaction (or of the uncommitted at-least-once window).
         self.in_txn = False
         self.txn_started = 0.0
-        self.next_offsets: dict[tuple[str, int], int] = {}
-        self.first_offsets: dict[tuple[str, int], int] = {}
+        # Per input partition: first offset in the window, and the next offset to commit.
+        self.first_offsets: dict[int, int] = {}
+        self.next_offsets: dict[int, int] = {}
         self.pending_valid: Counter[str] = Counter()
         self.pending_invalid: Counter[str] = Counter()
         self.delivery_errors: list[str] = []
@@ -138,13 +143,18 @@ class Router:
                 self._commit()
 
     def _process(self, msgs: list[Message]) -> None:
-        assert self.producer is not None
+        """Validate and route one batch inside the open window. The hot path."""
+        producer = self.producer
+        assert producer is not None
         started = time.perf_counter()
-        produce = self.producer.produce
+        if not self.in_txn:
+            self._begin()
+        produce = producer.produce
         s = self.s
-        processed, errors = s.topic_processed, s.topic_errors
-        h_device = envelope.HEADER_DEVICE_TYPE
-        h_reason = envelope.HEADER_REASON
+        processed, errors, source_topic = s.topic_processed, s.topic_errors, s.topic_input
+        device_headers = _DEVICE_HEADERS
+        valid_counts = self.pending_valid
+        first, nxt = self.first_offsets, self.next_offsets
         n = 0
         for m in msgs:
             err = m.error()
@@ -153,53 +163,66 @@ class Router:
                     raise KafkaException(err)
                 log.warning("consumer error", extra={"error": err.str()})
                 continue
-            if not self.in_txn:
-                self._begin()
             # Set on every message without an error.
-            topic: str = m.topic()  # type: ignore[assignment]
             partition: int = m.partition()  # type: ignore[assignment]
             offset: int = m.offset()  # type: ignore[assignment]
             value = m.value()
             result = validate(value)
             if isinstance(result, Valid):
-                self._produce(
-                    produce, processed, m.key(), result.value, [(h_device, result.device_type)]
-                )
-                self.pending_valid[result.device_type] += 1
+                device = result.device_type
+                try:
+                    produce(processed, result.value, m.key(), headers=device_headers[device])
+                except BufferError:
+                    self._produce_blocking(processed, m.key(), result.value, device_headers[device])
+                valid_counts[device] += 1
             else:
-                ts_type, ts = m.timestamp()
-                body = envelope.build(
-                    result,
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    timestamp_ms=ts if ts_type else None,
-                    key=m.key(),
-                    value=value,
-                    detected_at_ms=int(time.time() * 1000),
-                )
-                self._produce(produce, errors, m.key(), body, [(h_reason, result.reason.value)])
-                self.pending_invalid[result.reason.value] += 1
-            tp = (topic, partition)
-            if tp not in self.first_offsets:
-                self.first_offsets[tp] = offset
-            self.next_offsets[tp] = offset + 1
+                self._route_invalid(m, result, source_topic, partition, offset, errors)
+            if partition not in first:
+                first[partition] = offset
+            nxt[partition] = offset + 1
             n += 1
-        self.producer.poll(0)
+        producer.poll(0)
         if n:
-            self.metrics.messages_consumed.labels(s.topic_input).inc(n)
+            self.metrics.messages_consumed.labels(source_topic).inc(n)
             self.metrics.batch_size.observe(n)
             self.metrics.batch_duration.observe(time.perf_counter() - started)
 
-    def _produce(
-        self, produce: Any, topic: str, key: bytes | None, value: bytes, headers: list[Any]
+    def _route_invalid(
+        self,
+        m: Message,
+        result: Invalid,
+        topic: str,
+        partition: int,
+        offset: int,
+        errors_topic: str,
     ) -> None:
+        ts_type, ts = m.timestamp()
+        key = m.key()
+        body = envelope.build(
+            result,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=ts if ts_type else None,
+            key=key,
+            value=m.value(),
+            detected_at_ms=int(time.time() * 1000),
+        )
+        self._produce_blocking(
+            errors_topic, key, body, [(envelope.HEADER_REASON, result.reason.value)]
+        )
+        self.pending_invalid[result.reason.value] += 1
+
+    def _produce_blocking(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[Any]
+    ) -> None:
+        """Produce, waiting for room when the local queue is full."""
+        assert self.producer is not None
         while True:
             try:
-                produce(topic, value, key, headers=headers)
+                self.producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:  # local queue full: let deliveries drain
-                assert self.producer is not None
                 self.producer.poll(0.05)
 
     # ---- transactions -------------------------------------------------------------------
@@ -211,7 +234,8 @@ class Router:
         self.txn_started = time.monotonic()
 
     def _offsets(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
+        topic = self.s.topic_input
+        return [TopicPartition(topic, p, o) for p, o in self.next_offsets.items()]
 
     def _commit(self) -> None:
         """Make the open window durable: a transaction commit, or flush then offset commit."""
@@ -288,10 +312,11 @@ class Router:
         assert self.producer is not None and self.consumer is not None
         self.producer.abort_transaction(_TXN_OP_TIMEOUT)
         self.metrics.transactions.labels("aborted").inc()
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        for (t, p), first in self.first_offsets.items():
-            if (t, p) in assigned:
-                self.consumer.seek(TopicPartition(t, p, first))
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        topic = self.s.topic_input
+        for p, first in self.first_offsets.items():
+            if p in assigned:
+                self.consumer.seek(TopicPartition(topic, p, first))
         self._reset_window()
 
     def _abort_quietly(self) -> None:

@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loginpipe.validation import REASON_DESCRIPTIONS, Invalid, Reason, Valid, validate
+from loginpipe.validation import (
+    REASON_DESCRIPTIONS,
+    Invalid,
+    Reason,
+    Valid,
+    _fast_valid,
+    is_ip,
+    is_ip_reference,
+    validate,
+    validate_object,
+)
 
 BASE = {
     "user_id": "user-1",
@@ -206,3 +216,31 @@ def test_any_json_object_is_classified_and_valid_output_validates_again(obj: dic
         again = validate(result.value)
         assert isinstance(again, Valid)
         assert again.value == result.value
+
+
+IP_TEXT = st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=45)
+
+
+@settings(max_examples=5000, deadline=None)
+@given(st.one_of(IP_TEXT, st.ip_addresses().map(str), st.text(max_size=50)))
+def test_the_fast_ip_check_agrees_with_the_ipaddress_module(v: str) -> None:
+    assert is_ip(v) == is_ip_reference(v)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.dictionaries(st.sampled_from([*BASE, "x"]), FIELD_VALUES, max_size=8))
+def test_the_fast_path_agrees_with_the_full_rules(obj: dict) -> None:
+    raw = json.dumps(obj).encode()
+    fast = _fast_valid(obj, raw)
+    full = validate_object(obj)
+    if fast is not None:
+        assert isinstance(full, Valid)
+        assert fast.device_type == full.device_type
+        assert json.loads(fast.value) == json.loads(full.value)
+
+
+def test_an_already_normal_event_is_forwarded_byte_for_byte() -> None:
+    raw = event()
+    result = validate(raw)
+    assert isinstance(result, Valid)
+    assert result.value is raw
