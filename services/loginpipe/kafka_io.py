@@ -123,6 +123,12 @@ def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, A
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
             "statistics.interval.ms": 5000,
+            # librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by default) whenever
+            # its prefetch queue is full; at a high rate that idles the consumer most of the
+            # time (measured: 255k/s bare loop at 1 s, 1.4M/s at 10 ms). The prefetch queue
+            # stays bounded by queued.max.messages.kbytes, which also caps the memory it uses.
+            "fetch.queue.backoff.ms": 10,
+            "queued.max.messages.kbytes": 32768,
             "logger": logging.getLogger("librdkafka"),
             # Leave the group promptly when a consumer dies (a crash, SIGKILL).
             "session.timeout.ms": settings.kafka_session_timeout_ms,
