@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from loginpipe import envelope
 from loginpipe.exceptions import DependencyUnavailable
-from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config
+from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper, retry_until
 from loginpipe.settings import AggregatorSettings, RedisSettings
@@ -200,7 +200,7 @@ class Aggregator:
             self.health.set_ready(True)
             log.info("aggregator started", extra={"group": s.group_id, "counts_key": s.counts_key})
             while not self.stopper.stopping:
-                msgs = self.consumer.consume(s.batch_size, timeout=0.5)
+                msgs = take(self.consumer, s.batch_size, 0.5)
                 self.health.beat()
                 if msgs:
                     self._apply_batch(msgs)

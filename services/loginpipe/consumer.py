@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from loginpipe import envelope
-from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config
+from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import ConsumerSettings
@@ -135,7 +135,7 @@ class Router:
                 wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
             else:
                 wait = 0.5
-            msgs = self.consumer.consume(batch_size, timeout=wait)
+            msgs = take(self.consumer, batch_size, wait)
             self.health.beat()
             if msgs:
                 self._process(msgs)

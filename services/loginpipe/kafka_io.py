@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 
@@ -110,6 +110,22 @@ class LagFromStats:
         for gone in self._seen - seen:
             self.metrics.consumer_lag.remove(*gone)
         self._seen = seen
+
+
+def take(consumer: Consumer, n: int, wait: float) -> list[Message]:
+    """Up to ``n`` messages as soon as there are any, waiting at most ``wait`` seconds.
+
+    ``Consumer.consume(n, timeout)`` returns only once it has ``n`` messages or the timeout
+    has passed, which at a modest rate holds every message for the whole timeout. This takes
+    what is there; if nothing is, it waits for one message and then drains what came with it.
+    """
+    msgs = consumer.consume(n, 0)
+    if msgs:
+        return msgs
+    first = consumer.consume(1, wait)
+    if not first or n == 1:
+        return first
+    return first + consumer.consume(n - 1, 0)
 
 
 def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:

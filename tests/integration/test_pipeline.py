@@ -106,9 +106,11 @@ def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
     make_pipeline,
 ) -> None:
     pl = make_pipeline(partitions=3)
-    count = 20_000
+    count = 30_000
     gen = pl.service("generator", *generate_args(count=count, rate=2000)).start()
-    consumer = pl.service("consumer", "consume").start()
+    # Transactions held open for a second while events flow: a kill lands inside one.
+    slow_commit = {"LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS": "1000"}
+    consumer = pl.service("consumer", "consume", **slow_commit).start()
     aggregator = pl.service("aggregator", "aggregate").start()
 
     def routed() -> int:
@@ -118,15 +120,14 @@ def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
     for round_ in range(2):
         floor = routed()
         wait_for("the consumer to commit more input", lambda f=floor: routed() > f, timeout=60)
+        assert gen.running(), f"generator finished before kill round {round_}: raise the count"
         consumer.kill()
-        consumer = pl.service("consumer", "consume").start()
+        consumer = pl.service("consumer", "consume", **slow_commit).start()
 
         total = sum(pl.counts().values())
         wait_for("the aggregator to count more", lambda t=total: sum(pl.counts().values()) > t, 60)
         aggregator.kill()
         aggregator = pl.service("aggregator", "aggregate").start()
-        if round_ == 0:
-            assert gen.running(), "generator finished before the first kill: raise the count"
 
     assert gen.wait(60) == 0
     assert_exactly_once(pl, count)
