@@ -1,0 +1,363 @@
+{{/*
+Names
+*/}}
+{{- define "loginpipe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Fullname: the release name when it contains the chart name, else <release>-<chart>.
+Component names append a suffix, so keep it short enough for them (-aggregator, -kafka-pool ...).
+*/}}
+{{- define "loginpipe.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Labels: the full app.kubernetes.io set, helm.sh/chart and commonLabels, from one place.
+Call with (dict "ctx" $ "component" "consumer"); component may be empty.
+*/}}
+{{- define "loginpipe.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "loginpipe.chart" $ctx }}
+{{ include "loginpipe.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "loginpipe.versionLabel" $ctx | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: loginpipe
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The image tag (without a digest) as a valid label value. */}}
+{{- define "loginpipe.versionLabel" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString | splitList "@" | first -}}
+{{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" (regexReplaceAll "[^-A-Za-z0-9_.]" $tag "_" | trunc 63) "" -}}
+{{- end -}}
+
+{{/*
+Selector labels: name + instance + component only. Immutable: never add anything that changes
+between releases (no version, no chart).
+*/}}
+{{- define "loginpipe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "loginpipe.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Metadata annotations shared by every object (commonAnnotations), or nothing. */}}
+{{- define "loginpipe.annotations" -}}
+{{- with .Values.commonAnnotations -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Image reference from (dict "image" .Values.image "default" .Chart.AppVersion):
+repository:tag, repository:tag@digest, repository@digest; a tag that already carries
+"@sha256:..." (skaffold's tag@digest) is used as it is.
+*/}}
+{{- define "loginpipe.imageRef" -}}
+{{- /* skaffold passes "tag@digest"; on kind, unpushed images may have an empty digest */ -}}
+{{- $tag := .image.tag | default .default | toString | trimSuffix "@" -}}
+{{- $digest := .image.digest | default "" -}}
+{{- if contains "@" $tag -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- else if and $digest $tag -}}
+{{- printf "%s:%s@%s" .image.repository $tag $digest -}}
+{{- else if $digest -}}
+{{- printf "%s@%s" .image.repository $digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.image" -}}
+{{- include "loginpipe.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "loginpipe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "loginpipe.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- Kafka */}}
+
+{{- define "loginpipe.kafka.clusterName" -}}
+{{- printf "%s-kafka" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.poolName" -}}
+{{- printf "%s-kafka-pool" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.userName" -}}
+{{- printf "%s-client" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.scram" -}}
+{{- if and (eq .Values.kafka.mode "strimzi") (eq .Values.kafka.strimzi.listener.authentication "scram-sha-512") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Bootstrap servers the clients use. */}}
+{{- define "loginpipe.kafka.bootstrap" -}}
+{{- if eq .Values.kafka.mode "external" -}}
+{{- .Values.kafka.external.bootstrap -}}
+{{- else -}}
+{{- printf "%s-kafka-bootstrap:%d" (include "loginpipe.kafka.clusterName" .) (ternary 9093 9092 .Values.kafka.strimzi.listener.tls | int) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.securityProtocol" -}}
+{{- if eq .Values.kafka.mode "external" -}}
+{{- .Values.kafka.external.securityProtocol -}}
+{{- else -}}
+{{- $sasl := eq .Values.kafka.strimzi.listener.authentication "scram-sha-512" -}}
+{{- if .Values.kafka.strimzi.listener.tls -}}
+{{- ternary "SASL_SSL" "SSL" $sasl -}}
+{{- else -}}
+{{- ternary "SASL_PLAINTEXT" "PLAINTEXT" $sasl -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.sasl" -}}
+{{- if hasPrefix "SASL_" (include "loginpipe.kafka.securityProtocol" .) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.tls" -}}
+{{- if has (include "loginpipe.kafka.securityProtocol" .) (list "SSL" "SASL_SSL") -}}true{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.saslMechanism" -}}
+{{- if eq .Values.kafka.mode "external" -}}{{ .Values.kafka.external.saslMechanism }}{{- else -}}SCRAM-SHA-512{{- end -}}
+{{- end -}}
+
+{{/* Secret (name, key) of the SASL password. */}}
+{{- define "loginpipe.kafka.passwordSecretName" -}}
+{{- if eq .Values.kafka.mode "external" -}}{{ .Values.kafka.external.existingSecret }}{{- else -}}{{ include "loginpipe.kafka.userName" . }}{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.passwordSecretKey" -}}
+{{- if eq .Values.kafka.mode "external" -}}{{ .Values.kafka.external.passwordKey }}{{- else -}}password{{- end -}}
+{{- end -}}
+
+{{/* Secret (name, key) of the CA bundle that signs the brokers' certificates, or empty. */}}
+{{- define "loginpipe.kafka.caSecretName" -}}
+{{- if eq .Values.kafka.mode "external" -}}
+{{- if include "loginpipe.kafka.tls" . }}{{ .Values.kafka.external.caSecret.name }}{{ end -}}
+{{- else if .Values.kafka.strimzi.listener.tls -}}
+{{- printf "%s-cluster-ca-cert" (include "loginpipe.kafka.clusterName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.caSecretKey" -}}
+{{- if eq .Values.kafka.mode "external" -}}{{ .Values.kafka.external.caSecret.key }}{{- else -}}ca.crt{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.caMountPath" -}}/etc/loginpipe/kafka-ca{{- end -}}
+
+{{/* Replication factor and min.insync.replicas derived from the node count: 1→1/1, 2→2/1, ≥3→3/2. */}}
+{{- define "loginpipe.kafka.replicationFactor" -}}
+{{- min 3 (int .Values.kafka.strimzi.replicas) -}}
+{{- end -}}
+
+{{- define "loginpipe.kafka.minIsr" -}}
+{{- max 1 (sub (int (include "loginpipe.kafka.replicationFactor" .)) 1) -}}
+{{- end -}}
+
+{{/* env entries for Kafka credentials (every service and the test pod). */}}
+{{- define "loginpipe.kafka.env" -}}
+{{- if include "loginpipe.kafka.sasl" . }}
+- name: LOGINPIPE_KAFKA_SASL_USERNAME
+{{- if eq .Values.kafka.mode "external" }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.external.existingSecret }}
+      key: {{ .Values.kafka.external.usernameKey }}
+{{- else }}
+  value: {{ include "loginpipe.kafka.userName" . | quote }}
+{{- end }}
+- name: LOGINPIPE_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "loginpipe.kafka.passwordSecretName" . }}
+      key: {{ include "loginpipe.kafka.passwordSecretKey" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "loginpipe.kafka.volumes" -}}
+{{- with include "loginpipe.kafka.caSecretName" . }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ include "loginpipe.kafka.caSecretKey" $ }}
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "loginpipe.kafka.volumeMounts" -}}
+{{- if include "loginpipe.kafka.caSecretName" . }}
+- name: kafka-ca
+  mountPath: {{ include "loginpipe.kafka.caMountPath" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- Redis */}}
+
+{{- define "loginpipe.redis.fullname" -}}
+{{- printf "%s-redis" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{- define "loginpipe.redis.url" -}}
+{{- if eq .Values.redis.mode "external" -}}
+{{- .Values.redis.external.url -}}
+{{- else -}}
+{{- printf "redis://%s:6379/0" (include "loginpipe.redis.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret (name, key) holding the Redis password, or an empty name for none. */}}
+{{- define "loginpipe.redis.secretName" -}}
+{{- if eq .Values.redis.mode "external" -}}
+{{- .Values.redis.external.existingSecret -}}
+{{- else -}}
+{{- .Values.redis.internal.auth.existingSecret | default (include "loginpipe.redis.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.redis.secretKey" -}}
+{{- if eq .Values.redis.mode "external" -}}
+{{- .Values.redis.external.passwordKey -}}
+{{- else if .Values.redis.internal.auth.existingSecret -}}
+{{- .Values.redis.internal.auth.existingSecretPasswordKey -}}
+{{- else -}}
+redis-password
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart renders the Secret <fullname>-redis. */}}
+{{- define "loginpipe.redis.createSecret" -}}
+{{- if and (eq .Values.redis.mode "internal") (not .Values.redis.internal.auth.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The password of the chart's Secret: the value given, else the one already in the cluster (kept
+across upgrades through lookup), else a new random one.
+*/}}
+{{- define "loginpipe.redis.password" -}}
+{{- if .Values.redis.internal.auth.password -}}
+{{- .Values.redis.internal.auth.password -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "loginpipe.redis.fullname" .) -}}
+{{- if and $existing (index ($existing.data | default dict) "redis-password") -}}
+{{- index $existing.data "redis-password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.redis.env" -}}
+{{- if include "loginpipe.redis.secretName" . }}
+- name: LOGINPIPE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "loginpipe.redis.secretName" . }}
+      key: {{ include "loginpipe.redis.secretKey" . }}
+{{- end }}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- Config checksum */}}
+
+{{/*
+What the pods read from outside their own spec: the ConfigMap, and where the credentials come
+from. A generated Redis password is not part of it (it never changes once created, and
+including it would make every `helm template` differ); a password given as a value is, hashed.
+*/}}
+{{- define "loginpipe.configChecksum" -}}
+{{- $parts := list (include (print .Template.BasePath "/configmap.yaml") .) -}}
+{{- $parts = append $parts (printf "redis-secret=%s/%s" (include "loginpipe.redis.secretName" .) (include "loginpipe.redis.secretKey" .)) -}}
+{{- with .Values.redis.internal.auth.password }}
+{{- $parts = append $parts (printf "redis-password=%s" (sha256sum .)) -}}
+{{- end }}
+{{- $parts = append $parts (printf "kafka-secret=%s/%s" (include "loginpipe.kafka.passwordSecretName" .) (include "loginpipe.kafka.passwordSecretKey" .)) -}}
+{{- $parts = append $parts (printf "kafka-ca=%s" (include "loginpipe.kafka.caSecretName" .)) -}}
+{{- join "\n" $parts | sha256sum -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------- Validation */}}
+
+{{/*
+Combinations the schema cannot express. Each message says which values to change.
+*/}}
+{{- define "loginpipe.validateValues" -}}
+{{- $msgs := list -}}
+{{- $v := .Values -}}
+{{- $partitions := int $v.topics.input.partitions -}}
+{{- if ne $v.autoscaling.mode "none" -}}
+{{- if gt (int $v.autoscaling.maxReplicas) $partitions -}}
+{{- $msgs = append $msgs (printf "autoscaling.maxReplicas (%d) is greater than topics.input.partitions (%d): a consumer group never uses more consumers than partitions, so set autoscaling.maxReplicas <= %d or raise topics.input.partitions" (int $v.autoscaling.maxReplicas) $partitions $partitions) -}}
+{{- end -}}
+{{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) -}}
+{{- $msgs = append $msgs (printf "autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d): lower autoscaling.minReplicas or raise autoscaling.maxReplicas" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if and (eq $v.autoscaling.mode "hpa") (lt (int $v.autoscaling.minReplicas) 1) -}}
+{{- $msgs = append $msgs "autoscaling.minReplicas is 0 with autoscaling.mode=hpa: a HorizontalPodAutoscaler cannot scale to zero, so set autoscaling.minReplicas >= 1 (or use autoscaling.mode=keda for scale-to-zero)" -}}
+{{- end -}}
+{{- else if gt (int $v.consumer.replicaCount) $partitions -}}
+{{- $msgs = append $msgs (printf "consumer.replicaCount (%d) is greater than topics.input.partitions (%d): the extra consumers would sit idle, so set consumer.replicaCount <= %d or raise topics.input.partitions" (int $v.consumer.replicaCount) $partitions $partitions) -}}
+{{- end -}}
+{{- if eq $v.kafka.mode "external" -}}
+{{- if not (trim ($v.kafka.external.bootstrap | default "")) -}}
+{{- $msgs = append $msgs "kafka.mode=external needs kafka.external.bootstrap: set it to the brokers' host:port[,host:port]" -}}
+{{- end -}}
+{{- if and (hasPrefix "SASL_" $v.kafka.external.securityProtocol) (not $v.kafka.external.existingSecret) -}}
+{{- $msgs = append $msgs (printf "kafka.external.securityProtocol=%s needs credentials: set kafka.external.existingSecret to a Secret with the keys kafka.external.usernameKey and kafka.external.passwordKey" $v.kafka.external.securityProtocol) -}}
+{{- end -}}
+{{- else -}}
+{{- $nodes := int $v.kafka.strimzi.replicas -}}
+{{- range $key := list "input" "processed" "errors" -}}
+{{- $t := index $v.topics $key -}}
+{{- if and (not (kindIs "invalid" $t.replicas)) (gt (int $t.replicas) $nodes) -}}
+{{- $msgs = append $msgs (printf "topics.%s.replicas (%d) is greater than kafka.strimzi.replicas (%d): lower topics.%s.replicas or add Kafka nodes" $key (int $t.replicas) $nodes $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $v.redis.mode "external" -}}
+{{- $url := trim ($v.redis.external.url | default "") -}}
+{{- if not $url -}}
+{{- $msgs = append $msgs "redis.mode=external needs redis.external.url: set it to redis://host:port/db (the password goes in redis.external.existingSecret)" -}}
+{{- else if not (or (hasPrefix "redis://" $url) (hasPrefix "rediss://" $url)) -}}
+{{- $msgs = append $msgs (printf "redis.external.url=%q is not a Redis URL: set it to redis://host:port/db or rediss://host:port/db" $url) -}}
+{{- end -}}
+{{- end -}}
+{{- $names := list $v.topics.input.name $v.topics.processed.name $v.topics.errors.name -}}
+{{- if ne (len (uniq $names)) 3 -}}
+{{- $msgs = append $msgs "topics.input.name, topics.processed.name and topics.errors.name must be three different topics" -}}
+{{- end -}}
+{{- if $msgs -}}
+{{- fail (printf "\n\nVALUES ERROR (loginpipe):\n  - %s\n" (join "\n  - " $msgs)) -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,386 @@
+"""The chart's behaviour, specified by rendering it with given values and reading the objects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "loginpipe"
+LOCAL_HELM = ROOT / ".cache" / "go" / "bin" / "helm"
+API_VERSIONS = ["monitoring.coreos.com/v1", "keda.sh/v1alpha1", "kafka.strimzi.io/v1"]
+SERVICES = ("generator", "consumer", "aggregator")
+PORTS = {"generator": 9101, "consumer": 9102, "aggregator": 9103}
+
+
+def helm() -> str:
+    found = str(LOCAL_HELM) if LOCAL_HELM.exists() else shutil.which("helm")
+    require(found is not None, "helm is not installed: run `make tools`")
+    assert found is not None
+    return found
+
+
+def render_raw(
+    *args: str, values: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [helm(), "template", "loginpipe", str(CHART), "--namespace", "loginpipe"]
+    cmd += ["--kube-version", "1.33.0"]
+    for api in API_VERSIONS:
+        cmd += ["--api-versions", api]
+    cmd += list(args)
+    if values is not None:
+        cmd += ["--values", "-"]
+    return subprocess.run(
+        cmd,
+        input=json.dumps(values) if values is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HELM_CACHE_HOME": str(ROOT / ".cache/helm")},
+    )
+
+
+def render(values: dict[str, Any] | None = None, *args: str) -> list[dict[str, Any]]:
+    out = render_raw(*args, values=values)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def render_error(values: dict[str, Any]) -> str:
+    out = render_raw(values=values)
+    assert out.returncode != 0, "the chart rendered values it should have rejected"
+    return out.stderr
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            yield f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]
+        elif o["kind"] == "Pod":
+            yield f"Pod/{o['metadata']['name']}", o["spec"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def default() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def monitored() -> list[dict[str, Any]]:
+    return render(None, "--values", str(CHART / "ci" / "hpa-monitoring-values.yaml"))
+
+
+def test_the_three_services_are_deployed_with_the_contract_names(default) -> None:
+    deployments = by_kind(default, "Deployment")
+    services = by_kind(default, "Service")
+    for svc in SERVICES:
+        assert f"loginpipe-{svc}" in deployments
+        assert f"loginpipe-{svc}" in services
+
+
+def test_selectors_are_minimal_and_stable_across_versions(default) -> None:
+    allowed = {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+    }
+    for name, obj in {**by_kind(default, "Deployment"), **by_kind(default, "StatefulSet")}.items():
+        selector = obj["spec"]["selector"]["matchLabels"]
+        assert set(selector) == allowed, name
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), name
+    for name, svc in by_kind(default, "Service").items():
+        assert set(svc["spec"]["selector"]) <= allowed, name
+    bumped = render({"image": {"tag": "9.9.9"}})
+    for name, obj in by_kind(bumped, "Deployment").items():
+        assert obj["spec"]["selector"] == by_kind(default, "Deployment")[name]["spec"]["selector"]
+
+
+def test_every_object_carries_the_standard_labels(default) -> None:
+    for o in default:
+        labels = o["metadata"].get("labels", {})
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
+            assert key in labels, f"{o['kind']}/{o['metadata']['name']} lacks {key}"
+
+
+def test_every_pod_runs_restricted_with_probes(default) -> None:
+    specs = list(pod_specs(default))
+    assert len(specs) >= 4
+    for name, spec in specs:
+        psc = spec.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, name
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("readOnlyRootFilesystem") is True, f"{name}/{c['name']}"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{name}/{c['name']}"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}/{c['name']}"
+            uid = sc.get("runAsUser", psc.get("runAsUser"))
+            assert isinstance(uid, int) and uid > 0, f"{name}/{c['name']} needs a numeric UID"
+            assert c.get("resources", {}).get("requests"), f"{name}/{c['name']} has no requests"
+            if not name.startswith("Pod/"):
+                assert "livenessProbe" in c and "readinessProbe" in c, f"{name}/{c['name']}"
+
+
+def test_service_pods_probe_their_health_endpoints_and_mount_no_token(default) -> None:
+    for svc in SERVICES:
+        dep = by_kind(default, "Deployment")[f"loginpipe-{svc}"]
+        spec = dep["spec"]["template"]["spec"]
+        assert spec.get("automountServiceAccountToken") is False
+        [c] = spec["containers"]
+        assert (
+            c["args"][0]
+            == {"generator": "generate", "consumer": "consume", "aggregator": "aggregate"}[svc]
+        )
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["http-metrics"] == PORTS[svc]
+        assert env_of(c)["LOGINPIPE_METRICS_PORT"]["value"] == str(PORTS[svc])
+        assert spec["terminationGracePeriodSeconds"] >= 15
+        assert "checksum/config" in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_config_checksum_changes_when_the_config_does(default) -> None:
+    changed = render({"config": {"logLevel": "DEBUG"}})
+    for svc in SERVICES:
+        a = by_kind(default, "Deployment")[f"loginpipe-{svc}"]["spec"]["template"]["metadata"]
+        b = by_kind(changed, "Deployment")[f"loginpipe-{svc}"]["spec"]["template"]["metadata"]
+        assert a["annotations"]["checksum/config"] != b["annotations"]["checksum/config"]
+
+
+def test_the_consumer_transactional_id_is_left_to_the_pod_name(default) -> None:
+    c = by_kind(default, "Deployment")["loginpipe-consumer"]["spec"]["template"]["spec"]
+    env = env_of(c["containers"][0])
+    assert "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID" not in env
+    config = by_kind(default, "ConfigMap")
+    assert all(
+        "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID" not in cm.get("data", {}) for cm in config.values()
+    )
+
+
+def _service_env(objs: list[dict[str, Any]], svc: str) -> dict[str, str]:
+    """The LOGINPIPE_* values a service's container sees: its ConfigMaps, then its env."""
+    dep = by_kind(objs, "Deployment")[f"loginpipe-{svc}"]
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    maps = by_kind(objs, "ConfigMap")
+    out: dict[str, str] = {}
+    for src in c.get("envFrom", []):
+        if "configMapRef" in src:
+            out.update(maps[src["configMapRef"]["name"]]["data"])
+    for e in c.get("env", []):
+        out[e["name"]] = e.get("value", "<from secret>" if "valueFrom" in e else "")
+    return out
+
+
+def test_only_known_settings_reach_the_services(default) -> None:
+    from loginpipe.settings import known_variables
+
+    for svc in SERVICES:
+        unknown = {k for k in _service_env(default, svc) if k.startswith("LOGINPIPE_")}
+        unknown -= known_variables()
+        assert not unknown, f"{svc} would refuse to start on {unknown}"
+
+
+def test_topic_names_and_bootstrap_agree_between_strimzi_and_the_services(default) -> None:
+    kafka = by_kind(default, "Kafka")
+    [kafka_name] = kafka
+    topics = {t["spec"].get("topicName", n): t for n, t in by_kind(default, "KafkaTopic").items()}
+    for t in topics.values():
+        assert t["metadata"]["labels"]["strimzi.io/cluster"] == kafka_name
+    for svc in SERVICES:
+        env = _service_env(default, svc)
+        assert env["LOGINPIPE_KAFKA_BOOTSTRAP"].startswith(f"{kafka_name}-kafka-bootstrap")
+        for var in ("LOGINPIPE_TOPIC_INPUT", "LOGINPIPE_TOPIC_PROCESSED", "LOGINPIPE_TOPIC_ERRORS"):
+            assert (
+                env.get(
+                    var,
+                    {
+                        "LOGINPIPE_TOPIC_INPUT": "user-login",
+                        "LOGINPIPE_TOPIC_PROCESSED": "user-login-processed",
+                        "LOGINPIPE_TOPIC_ERRORS": "user-login-errors",
+                    }[var],
+                )
+                in topics
+            )
+    pools = by_kind(default, "KafkaNodePool")
+    assert all(p["metadata"]["labels"]["strimzi.io/cluster"] == kafka_name for p in pools.values())
+    spec = kafka[kafka_name]["spec"]["kafka"]
+    assert spec["version"] == "4.3.1"
+    assert str(spec["config"]["auto.create.topics.enable"]).lower() == "false"
+    assert "kafkaExporter" in kafka[kafka_name]["spec"]
+
+
+def test_renamed_topics_reach_both_strimzi_and_the_services() -> None:
+    objs = render({"topics": {"input": {"name": "logins-in"}}})
+    names = {t["spec"].get("topicName", n) for n, t in by_kind(objs, "KafkaTopic").items()}
+    assert "logins-in" in names and "user-login" not in names
+    for svc in ("generator", "consumer"):
+        assert _service_env(objs, svc)["LOGINPIPE_TOPIC_INPUT"] == "logins-in"
+
+
+def test_credentials_come_from_secrets_never_the_configmap(default) -> None:
+    for cm in by_kind(default, "ConfigMap").values():
+        assert not any("PASSWORD" in k for k in cm.get("data", {})), cm["metadata"]["name"]
+    agg = by_kind(default, "Deployment")["loginpipe-aggregator"]["spec"]["template"]["spec"]
+    env = env_of(agg["containers"][0])
+    assert "secretKeyRef" in env["LOGINPIPE_REDIS_PASSWORD"]["valueFrom"]
+
+
+def test_an_external_kafka_and_redis_replace_strimzi_and_the_statefulset() -> None:
+    objs = render(None, "--values", str(CHART / "ci" / "external-values.yaml"))
+    assert not by_kind(objs, "Kafka") and not by_kind(objs, "KafkaTopic")
+    assert not by_kind(objs, "StatefulSet")
+    consumer = by_kind(objs, "Deployment")["loginpipe-consumer"]["spec"]["template"]["spec"]
+    env = env_of(consumer["containers"][0])
+    assert "secretKeyRef" in env["LOGINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]
+
+
+def test_redis_keeps_an_append_only_file_on_a_volume(default) -> None:
+    [sts] = by_kind(default, "StatefulSet").values()
+    assert sts["spec"]["volumeClaimTemplates"]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "redis" in c["image"] and "bitnami" not in c["image"]
+    assert "appendonly" in " ".join(c.get("args", []) + c.get("command", []))
+
+
+def test_service_monitors_scrape_ports_that_the_services_expose(monitored) -> None:
+    services = by_kind(monitored, "Service")
+    monitors = by_kind(monitored, "ServiceMonitor")
+    assert len(monitors) >= 3
+    for name, sm in monitors.items():
+        sel = sm["spec"]["selector"]["matchLabels"]
+        matching = [
+            s for s in services.values() if sel.items() <= s["metadata"].get("labels", {}).items()
+        ]
+        assert matching, f"{name} selects no Service"
+        for ep in sm["spec"]["endpoints"]:
+            for s in matching:
+                assert ep["port"] in {p.get("name") for p in s["spec"]["ports"]}, name
+
+
+def test_the_consumer_hpa_scales_on_group_lag(monitored) -> None:
+    [hpa] = by_kind(monitored, "HorizontalPodAutoscaler").values()
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "loginpipe-consumer"
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    labels = metric["external"]["metric"]["selector"]["matchLabels"]
+    assert labels == {"consumergroup": "loginpipe-consumer", "topic": "user-login"}
+    assert "behavior" in hpa["spec"]
+    dep = by_kind(monitored, "Deployment")["loginpipe-consumer"]
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+
+
+def test_the_consumer_hpa_is_capped_at_the_partition_count() -> None:
+    msg = render_error(
+        {"autoscaling": {"mode": "hpa", "maxReplicas": 12}, "topics": {"input": {"partitions": 6}}}
+    )
+    assert "maxReplicas" in msg and "partitions" in msg
+
+
+def test_keda_mode_renders_a_scaled_object_instead_of_an_hpa() -> None:
+    objs = render(None, "--values", str(CHART / "ci" / "keda-values.yaml"))
+    assert not by_kind(objs, "HorizontalPodAutoscaler")
+    [so] = by_kind(objs, "ScaledObject").values()
+    assert so["spec"]["scaleTargetRef"]["name"] == "loginpipe-consumer"
+    [trigger] = so["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == "loginpipe-consumer"
+    assert trigger["metadata"]["topic"] == "user-login"
+    assert so["spec"]["maxReplicaCount"] <= 6
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"autoscaling": {"mode": "sometimes"}}, "autoscaling"),
+        ({"consumer": {"replicaCount": -1}}, "replicaCount"),
+        ({"topics": {"input": {"partitions": 0}}}, "partitions"),
+        ({"kafka": {"mode": "external", "external": {"bootstrap": ""}}}, "bootstrap"),
+        ({"redis": {"mode": "external", "external": {"url": ""}}}, "url"),
+        ({"generator": {"rate": "fast"}}, "rate"),
+    ],
+)
+def test_nonsense_values_are_rejected_with_a_message_naming_them(
+    values: dict[str, Any], fragment: str
+) -> None:
+    assert fragment in render_error(values)
+
+
+def test_the_prometheus_rule_has_the_four_alerts(monitored) -> None:
+    [rule] = by_kind(monitored, "PrometheusRule").values()
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert len(alerts) >= 4
+    text = json.dumps(rule).lower()
+    for word in ("lag", "error", "stall", "down"):
+        assert word in text
+
+
+def test_a_helm_test_hook_checks_routing(default) -> None:
+    hooks = [
+        o for o in default if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    assert hooks, "no helm test hook"
+
+
+def test_the_grafana_dashboard_is_valid_json_for_the_sidecar(monitored) -> None:
+    dashboards = [
+        cm
+        for cm in by_kind(monitored, "ConfigMap").values()
+        if cm["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
+    assert dashboards
+    for cm in dashboards:
+        for body in cm["data"].values():
+            dash = json.loads(body)
+            assert dash["panels"]
+
+
+def test_pod_disruption_budgets_cover_the_consumer_and_aggregator(default) -> None:
+    pdbs = by_kind(default, "PodDisruptionBudget")
+    assert {"loginpipe-consumer", "loginpipe-aggregator"} <= set(pdbs)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ({"repository": "r/loginpipe", "tag": "abc"}, "r/loginpipe:abc"),
+        (
+            {"repository": "r/loginpipe", "tag": "abc@sha256:" + "1" * 64},
+            "r/loginpipe:abc@sha256:" + "1" * 64,
+        ),
+        ({"repository": "r/loginpipe", "tag": "abc@"}, "r/loginpipe:abc"),
+        (
+            {"repository": "r/loginpipe", "tag": "abc", "digest": "sha256:" + "2" * 64},
+            "r/loginpipe:abc@sha256:" + "2" * 64,
+        ),
+    ],
+)
+def test_image_references_from_skaffold_and_users_render_correctly(image, expected) -> None:
+    objs = render({"image": image})
+    dep = by_kind(objs, "Deployment")["loginpipe-consumer"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == expected
