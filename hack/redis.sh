@@ -19,6 +19,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. "$ROOT/hack/lib/apt.sh"
 
 REDIS_PORT="${REDIS_PORT:-6379}"
 REDIS_DATA_DIR="$(realpath -m "${REDIS_DATA_DIR:-$ROOT/.cache/run/redis-$REDIS_PORT}")"
@@ -38,11 +40,6 @@ redis_version() { redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'; }
 
 cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold redis-server
-}
-
 cmd_install() {
   if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     say "redis-server already installed ($(redis_version))"
@@ -51,34 +48,9 @@ cmd_install() {
   command -v apt-get >/dev/null 2>&1 || die "redis-server not found and no apt-get: install Redis >= 6 yourself."
   [[ $(id -u) -eq 0 ]] || die "redis-server not found: run as root or: sudo apt-get install -y redis-server"
 
-  # Keep the Debian package from starting its own system redis on 6379: a policy-rc.d that
-  # denies all service starts during this install (only if none exists already).
-  local policy=/usr/sbin/policy-rc.d own_policy=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\n# temporary, from hack/redis.sh install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-
   say "installing redis-server with apt-get ..."
-  # Refresh the package lists only when needed (none yet, or stale ones failing the install).
-  if ! apt-cache show redis-server >/dev/null 2>&1 || ! apt_install; then
-    apt-get update -qq
-    apt_install
-  fi
-
-  # The package enables a system service (redis-server.service) that would claim 6379 on the
-  # next boot: stop and disable it; our instances run from hack/redis.sh start only.
-  if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop redis-server.service >/dev/null 2>&1 || true
-    systemctl disable redis-server.service >/dev/null 2>&1 || true
-  fi
-  if [[ -x /etc/init.d/redis-server ]] && command -v update-rc.d >/dev/null 2>&1; then
-    /etc/init.d/redis-server stop >/dev/null 2>&1 || true
-    update-rc.d redis-server disable >/dev/null 2>&1 || true
-  fi
-  if ((own_policy)); then rm -f "$policy"; trap - EXIT; fi
+  # Debian's package would start (and enable) its own system redis on 6379: it must not.
+  apt_install_no_start redis-server redis-server
   say "installed $(redis_version) (system service left stopped and disabled)"
 }
 
