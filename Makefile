@@ -25,10 +25,17 @@ $(STAMP): pyproject.toml requirements-dev.lock
 .PHONY: venv
 venv: $(STAMP) ## create .venv with the locked Python dependencies
 
-.PHONY: deps
-deps: venv ## install everything: Python deps, Kafka jars (Maven, cached), redis-server (apt)
+.PHONY: deps-run
+deps-run: venv ## what `make run` needs: Python deps, Kafka jars (Maven, cached), redis-server (apt)
 	hack/kafka.sh fetch
 	hack/redis.sh install
+
+.PHONY: deps
+deps: deps-run tools ## everything, also the chart check tools the tests use
+
+.PHONY: tools
+tools: ## pinned Kubernetes check tools (helm, kubeconform, promtool, checkov) into .cache/
+	hack/tools.sh install
 
 .PHONY: lock
 lock: ## re-resolve requirements*.lock from pyproject.toml (needs uv)
@@ -37,7 +44,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml (needs uv)
 
 # ---- local infrastructure -------------------------------------------------------------------
 .PHONY: infra-up
-infra-up: deps ## start Kafka (localhost:9092) and Redis (localhost:6379) in the background
+infra-up: deps-run ## start Kafka (localhost:9092) and Redis (localhost:6379) in the background
 	hack/kafka.sh start
 	hack/redis.sh start
 
@@ -75,6 +82,8 @@ lint: venv ## ruff and mypy --strict on the code, shellcheck on the scripts (whe
 	$(VENV)/bin/ruff check services tests
 	$(VENV)/bin/ruff format --check services tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) charts/loginpipe/tests/readme.py --check
 	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
 
 .PHONY: test-unit
@@ -84,6 +93,31 @@ test-unit: venv ## unit tests only (no broker needed)
 .PHONY: test
 test: deps ## every test: unit, then integration on a real Kafka and Redis the session starts
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ---- Kubernetes ---------------------------------------------------------------------------
+.PHONY: k8s-check
+k8s-check: tools ## offline chart checks: lint, render, strict schemas, checkov, promtool, skaffold/kind
+	hack/k8s-check.sh
+
+.PHONY: chart-readme
+chart-readme: venv ## regenerate the chart README's parameter table from values.yaml
+	$(PY) charts/loginpipe/tests/readme.py
+
+.PHONY: kind-up
+kind-up: ## create the kind cluster `loginpipe` (needs docker, kind, kubectl, helm, skaffold)
+	hack/kind.sh up
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster
+	hack/kind.sh down
+
+.PHONY: dev
+dev: ## skaffold dev on the kind cluster: build, install, port-forward, rebuild on change
+	skaffold dev
+
+.PHONY: test-e2e
+test-e2e: venv ## end-to-end tests against the deployed release (skip without a cluster)
+	$(PY) -m pytest tests/e2e -m e2e -rs
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches (keeps downloaded jars in .cache)
