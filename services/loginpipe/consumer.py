@@ -66,8 +66,10 @@ class Router:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-                "queue.buffering.max.kbytes": 1_048_576,
+                # Enough to keep the broker busy; bounded, so memory stays small (the loop
+                # waits in _produce_blocking when it is full).
+                "queue.buffering.max.messages": 200_000,
+                "queue.buffering.max.kbytes": 65_536,
                 "logger": logging.getLogger("librdkafka"),
             }
         )
@@ -245,10 +247,18 @@ class Router:
         if self.exactly_once:
             try:
                 group = consumer.consumer_group_metadata()
+                t0 = time.perf_counter()
                 self._retrying(
                     lambda: producer.send_offsets_to_transaction(offsets, group, _TXN_OP_TIMEOUT)
                 )
+                t1 = time.perf_counter()
                 self._retrying(lambda: producer.commit_transaction(_TXN_OP_TIMEOUT))
+                t2 = time.perf_counter()
+                if t2 - t0 > 0.1:
+                    log.warning(
+                        "slow commit",
+                        extra={"send_offsets": round(t1 - t0, 3), "commit": round(t2 - t1, 3)},
+                    )
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if not err.txn_requires_abort():
