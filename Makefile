@@ -79,9 +79,10 @@ counts: venv ## print the login counts in the local Redis
 # ---- checks ---------------------------------------------------------------------------------
 .PHONY: lint
 lint: venv ## ruff and mypy --strict on the code, shellcheck on the scripts (when installed)
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/ruff check services tests bench hack
+	$(VENV)/bin/ruff format --check services tests bench hack
 	$(VENV)/bin/mypy
+	MYPYPATH=services $(VENV)/bin/mypy --strict bench --exclude bench/peers
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) charts/loginpipe/tests/readme.py --check
 	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
@@ -93,6 +94,16 @@ test-unit: venv ## unit tests only (no broker needed)
 .PHONY: test
 test: deps ## every test: unit, then integration on a real Kafka and Redis the session starts
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ---- benchmark ------------------------------------------------------------------------------
+BENCH_ARGS ?=
+.PHONY: bench
+bench: infra-up ## benchmark loginpipe beside its peers: table + .bench/latest.json (~10 min)
+	$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: infra-up ## the benchmark's quick mode (100,000 events, about 2 min; CI runs it)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 # ---- Kubernetes ---------------------------------------------------------------------------
 .PHONY: k8s-check

@@ -1,0 +1,353 @@
+"""End-to-end latency at fixed offered loads, with the consumer and the aggregator live.
+
+Per delivery mode: fresh topics, one loginpipe consumer and one aggregator, an observer in
+this process, then for each load point a load generator process (``bench.loadgen``) that
+produces generator events at the rate and records each event's produce time.
+
+- To the processed topic: the observer reads it with ``read_committed`` (as any downstream
+  reader would) and stamps each record with the wall time it was handed over. An event's
+  latency is that time minus its produce time; events are matched by ``(user_id, ip)``,
+  which the consumer forwards unchanged and which is unique within a run.
+- To Redis: the observer polls the stored total every 2 ms and keeps each change. The k-th
+  valid event of a load point has reached Redis when the total first reaches the count
+  before the point plus k; its latency is that time minus its produce time (counts carry no
+  identity, so this is exact only in order; it is the latency of "the k-th count").
+
+A warm-up run (excluded) precedes the points; each point is drained before the next.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench import loadgen
+from bench.context import PY, ROOT, Ctx, wait_until
+from bench.procs import Proc
+from bench.progress import mib, rate
+
+REDIS_POLL = 0.002
+WARMUP_RATE, WARMUP_SECONDS = 1000.0, 1.0
+
+
+class Observer:
+    """Reads the processed topic and polls the Redis total, in two threads."""
+
+    def __init__(self, ctx: Ctx, topic: str, counts_key: str) -> None:
+        self.ctx = ctx
+        self.topic = topic
+        self.counts_key = counts_key
+        self.received_t: list[float] = []
+        self.received_v: list[bytes] = []
+        self.redis_t: list[float] = []
+        self.redis_n: list[int] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, name="observe-kafka", daemon=True),
+            threading.Thread(target=self._poll_redis, name="observe-redis", daemon=True),
+        ]
+        self.errors: list[str] = []
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    @property
+    def redis_total(self) -> int:
+        return self.redis_n[-1] if self.redis_n else 0
+
+    def _read(self) -> None:
+        cfg = self.ctx.cfg
+        c = Consumer(
+            {
+                "bootstrap.servers": cfg.bootstrap,
+                "group.id": f"bench-observer-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": 10,
+            }
+        )
+        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(cfg.partitions)])
+        try:
+            while not self._stop.is_set():
+                m = c.poll(0.1)
+                if m is None:
+                    continue
+                now = time.time()  # handed over now: m and whatever is queued behind it
+                for x in [m, *c.consume(10_000, 0)]:
+                    if x.error() is None:
+                        self.received_t.append(now)
+                        self.received_v.append(x.value())  # type: ignore[arg-type]
+        except Exception as exc:
+            self.errors.append(f"observer (Kafka): {exc!r}")
+        finally:
+            c.close()
+
+    def _poll_redis(self) -> None:
+        r = redis.Redis.from_url(self.ctx.cfg.redis_url)
+        last = -1
+        try:
+            while not self._stop.is_set():
+                vals = r.hmget(self.counts_key, ["android", "ios"])
+                now = time.time()
+                total = sum(int(v) for v in vals if v is not None)
+                if total != last:
+                    self.redis_t.append(now)
+                    self.redis_n.append(total)
+                    last = total
+                time.sleep(REDIS_POLL)
+        except Exception as exc:
+            self.errors.append(f"observer (Redis): {exc!r}")
+
+
+def _percentiles(xs: list[float]) -> dict[str, Any]:
+    if not xs:
+        return {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    s = sorted(xs)
+
+    def rank(q: float) -> float:  # nearest rank
+        return s[min(len(s) - 1, max(0, int(q * len(s) + 0.999999) - 1))] * 1000.0
+
+    return {
+        "samples": len(s),
+        "p50_ms": rank(0.50),
+        "p99_ms": rank(0.99),
+        "max_ms": s[-1] * 1000.0,
+        "mean_ms": sum(s) / len(s) * 1000.0,
+    }
+
+
+def _run_loader(
+    ctx: Ctx, tag: str, topic: str, offered: float, seconds: float, seed: int, obs: Observer
+) -> tuple[dict[str, Any], list[float]]:
+    times_path = ctx.logdir / (re.sub(r"[^A-Za-z0-9._-]+", "-", tag) + ".times")
+    argv = [
+        PY,
+        "-m",
+        "bench.loadgen",
+        "--bootstrap",
+        ctx.cfg.bootstrap,
+        "--topic",
+        topic,
+        "--rate",
+        f"{offered:g}",
+        "--seconds",
+        f"{seconds:g}",
+        "--seed",
+        str(seed),
+        "--times",
+        str(times_path),
+    ]
+    proc = Proc(tag, argv, logdir=ctx.logdir, cwd=ROOT)
+    began = time.monotonic()
+    while proc.poll() is None:
+        if time.monotonic() - began > seconds * 3 + 120:
+            proc.stop()
+            raise RuntimeError(f"load generator {tag} did not finish")
+        ctx.progress.update(
+            f"[{tag}] {len(obs.received_t):,} processed records seen, Redis total "
+            f"{obs.redis_total:,}  {time.monotonic() - began:.0f}s"
+        )
+        time.sleep(0.25)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator {tag} failed:\n{proc.log_tail()}")
+    summary = json.loads(proc.stdout().strip().splitlines()[-1])
+    times = array.array("d")
+    with open(times_path, "rb") as f:
+        times.fromfile(f, summary["produced"])
+    return summary, list(times)
+
+
+def _expected(seed: int, n: int) -> list[tuple[str, str] | None]:
+    """Per event of a load run: its match key if it is valid, else None."""
+    f = loadgen.factory(seed)
+    out: list[tuple[str, str] | None] = []
+    for _ in range(n):
+        ev = f.next()
+        if ev.expected_reason is None:
+            obj = orjson.loads(ev.value)
+            out.append((obj["user_id"], obj["ip"]))
+        else:
+            out.append(None)
+    return out
+
+
+def _point(
+    ctx: Ctx,
+    *,
+    tag: str,
+    topic: str,
+    offered: float,
+    seconds: float,
+    seed: int,
+    obs: Observer,
+    procs: dict[str, Proc],
+) -> dict[str, Any]:
+    seen_before = len(obs.received_t)
+    base = obs.redis_total
+    cpu0 = {k: p.cpu_now for k, p in procs.items()}
+    t0 = time.time()
+    summary, times = _run_loader(ctx, tag, topic, offered, seconds, seed, obs)
+    t1 = time.time()
+    cpu1 = {k: p.cpu_now for k, p in procs.items()}
+    expected = _expected(seed, summary["produced"])
+    n_valid = sum(1 for e in expected if e is not None)
+    drained = wait_until(
+        lambda: obs.redis_total >= base + n_valid and len(obs.received_t) >= seen_before + n_valid,
+        timeout=60.0,
+        every=0.05,
+    )
+    # To the processed topic.
+    arrival: dict[tuple[str, str], float] = {}
+    for i in range(seen_before, len(obs.received_t)):
+        obj = orjson.loads(obs.received_v[i])
+        arrival.setdefault((obj["user_id"], obj["ip"]), obs.received_t[i])
+    to_processed: list[float] = []
+    to_redis: list[float] = []
+    missing_processed = missing_redis = 0
+    k = 0
+    rt, rn = obs.redis_t, obs.redis_n
+    for e, t_produced in zip(expected, times, strict=True):
+        if e is None:
+            continue
+        k += 1
+        t = arrival.get(e)
+        if t is None:
+            missing_processed += 1
+        else:
+            to_processed.append(t - t_produced)
+        j = bisect.bisect_left(rn, base + k)
+        if j >= len(rn):
+            missing_redis += 1
+        else:
+            to_redis.append(rt[j] - t_produced)
+    result = {
+        "offered_rate": offered,
+        "achieved_rate": summary["achieved_rate"],
+        "seconds": seconds,
+        "events": summary["produced"],
+        "valid_events": n_valid,
+        "drained": drained,
+        "to_processed": {**_percentiles(to_processed), "missing": missing_processed},
+        "to_redis": {**_percentiles(to_redis), "missing": missing_redis},
+        "cpu_percent": {name: (cpu1[name] - cpu0[name]) / (t1 - t0) * 100.0 for name in procs},
+        "rss_bytes": {name: p.rss for name, p in procs.items()},
+    }
+    pp, pr = result["to_processed"], result["to_redis"]
+    ctx.progress.line(
+        f"[{tag}] offered {rate(offered)} (achieved {rate(summary['achieved_rate'])}): "
+        f"processed p50 {_ms(pp['p50_ms'])} p99 {_ms(pp['p99_ms'])} max {_ms(pp['max_ms'])}; "
+        f"Redis p50 {_ms(pr['p50_ms'])} p99 {_ms(pr['p99_ms'])} max {_ms(pr['max_ms'])}"
+        + ("" if drained and not missing_processed and not missing_redis else "  (INCOMPLETE)")
+    )
+    return result
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
+
+
+def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
+    """Every load point of one delivery mode, on its own topics and services."""
+    short = "eos" if delivery == "exactly_once" else "alo"
+    cfg = ctx.cfg
+    topic_in = ctx.name(f"lat-{short}-user-login")
+    topic_ok = ctx.name(f"lat-{short}-processed")
+    topic_err = ctx.name(f"lat-{short}-errors")
+    ctx.kafka.create_topics([topic_in, topic_ok, topic_err])
+    prefix = ctx.redis_prefix(f"lat-{short}")
+    env = ctx.loginpipe_env(
+        topic_input=topic_in,
+        topic_processed=topic_ok,
+        topic_errors=topic_err,
+        consumer_group=ctx.kafka.group(ctx.name(f"lat-{short}-consumer")),
+        aggregator_group=ctx.kafka.group(ctx.name(f"lat-{short}-aggregator")),
+        consumer_transactional_id=ctx.name(f"lat-{short}-txn"),
+        consumer_delivery=delivery,
+        redis_key_prefix=prefix,
+    )
+    procs = {
+        "consumer": Proc(
+            f"lat-{short}-consumer",
+            [PY, "-m", "loginpipe", "consume"],
+            logdir=ctx.logdir,
+            env=env,
+            cwd=ROOT,
+        ),
+        "aggregator": Proc(
+            f"lat-{short}-aggregator",
+            [PY, "-m", "loginpipe", "aggregate"],
+            logdir=ctx.logdir,
+            env=env,
+            cwd=ROOT,
+        ),
+    }
+    obs = Observer(ctx, topic_ok, prefix + "device_counts")
+    obs.start()
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the observer threads stamp times: keep GIL waits short
+    points: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"delivery": delivery, "points": points}
+    seed = cfg.seed * 1000 + (1 if delivery == "exactly_once" else 2) * 100
+    try:
+        warm = _point(
+            ctx,
+            tag=f"latency {short} warm-up",
+            topic=topic_in,
+            offered=WARMUP_RATE,
+            seconds=WARMUP_SECONDS,
+            seed=seed,
+            obs=obs,
+            procs=procs,
+        )
+        if not warm["drained"]:
+            raise RuntimeError("the warm-up events did not reach Redis within 60 s")
+        for i, offered in enumerate(rates, 1):
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited (code {p.returncode}):\n{p.log_tail()}")
+            points.append(
+                _point(
+                    ctx,
+                    tag=f"latency {short} {rate(offered)}",
+                    topic=topic_in,
+                    offered=offered,
+                    seconds=cfg.latency_seconds,
+                    seed=seed + i,
+                    obs=obs,
+                    procs=procs,
+                )
+            )
+    except Exception as exc:
+        out["error"] = str(exc)
+        ctx.progress.line(f"[latency {short}] FAILED: {exc}")
+    finally:
+        sys.setswitchinterval(old_switch)
+        for p in procs.values():
+            p.stop()
+        obs.stop()
+    out["peak_rss_bytes"] = {k: p.peak_rss_bytes for k, p in procs.items()}
+    if obs.errors:
+        out.setdefault("error", "; ".join(obs.errors))
+    ctx.progress.line(
+        f"[latency {short}] consumer peak RSS {mib(procs['consumer'].peak_rss_bytes)}, "
+        f"aggregator {mib(procs['aggregator'].peak_rss_bytes)}"
+    )
+    return out

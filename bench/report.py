@@ -1,0 +1,230 @@
+"""The table printed at the end, and the ratios of loginpipe to each peer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.progress import mib
+
+DELIVERY = {
+    "exactly_once": "exactly once",
+    "at_least_once": "at least once",
+    "auto_commit": "auto-commit",
+    "none": "consume only",
+}
+TIMES = "\u00d7"  # the multiplication sign
+OURS = {"exactly_once": "loginpipe-eos", "at_least_once": "loginpipe-alo"}
+
+
+def ratios(contenders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """loginpipe ÷ each other contender, for each of our delivery modes measured.
+
+    ``events_per_second``: above 1, loginpipe routes faster; ``cpu_seconds_per_million`` and
+    ``peak_rss_bytes``: below 1, loginpipe uses less.
+    """
+    by_id = {c["id"]: c for c in contenders if "error" not in c}
+    out = []
+    for ours_id in OURS.values():
+        ours = by_id.get(ours_id)
+        if ours is None:
+            continue
+        for peer in by_id.values():
+            if peer["id"] in OURS.values():
+                continue
+            out.append(
+                {
+                    "ours": ours_id,
+                    "peer": peer["id"],
+                    **{
+                        k: _div(ours.get(k), peer.get(k))
+                        for k in ("events_per_second", "cpu_seconds_per_million", "peak_rss_bytes")
+                    },
+                }
+            )
+    return out
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _ratio(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}{TIMES}" if x < 10 else f"{x:.1f}{TIMES}"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: list[str]) -> str:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    sep = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return [fmt(header), sep, *[fmt(r) for r in rows]]
+
+
+def render(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    m = report["machine"]
+    lines = [
+        f"loginpipe benchmark ({cfg['mode']} mode): {cfg['events']:,} events, a fifth bad, "
+        f"seed {cfg['seed']}, {cfg['partitions']} partitions",
+        f"{m['cpu_model']}, {m['cores']} cores, {(m['memory_bytes'] or 0) / 2**30:.0f} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}, Kafka {m['kafka']} and Redis {m['redis']} "
+        "on the same machine",
+        "",
+    ]
+    contenders = report["contenders"]
+    if contenders:
+        by_id = {c["id"]: c for c in contenders}
+        rat = {(r["ours"], r["peer"]): r for r in report["ratios"]}
+        versions = report.get("peer_versions") or {}
+        rows = []
+        for c in contenders:
+            label = c["label"]
+            if c["id"].startswith("quix") and "quixstreams" in versions:
+                label += f" {versions['quixstreams']}"
+            if c["id"] == "naive" and "kafka-python" in versions:
+                label = f"naive (kafka-python {versions['kafka-python']})"
+            if "error" in c:
+                rows.append(
+                    [
+                        label,
+                        DELIVERY.get(c["delivery"], c["delivery"]),
+                        "FAILED",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
+                continue
+            pair = [rat.get((o, c["id"])) for o in ("loginpipe-eos", "loginpipe-alo")]
+            if any(pair):
+                speed = " / ".join(_ratio(p["events_per_second"]) if p else "-" for p in pair)
+                cpu = " / ".join(_ratio(p["cpu_seconds_per_million"]) if p else "-" for p in pair)
+            else:
+                speed = cpu = ""
+            rows.append(
+                [
+                    label,
+                    DELIVERY.get(c["delivery"], c["delivery"]),
+                    _num(c["events_per_second"]),
+                    _num(c["cpu_seconds_per_million"], 1),
+                    mib(c["peak_rss_bytes"]),
+                    "ok" if c["sanity_ok"] else "MISMATCH",
+                    speed,
+                    cpu,
+                ]
+            )
+        lines += [
+            "Consumer throughput: validate and route the pre-filled topic, one process each",
+            "(events/s from the first to the last output record; CPU inside that span; peak RSS "
+            "of the process;",
+            " last two columns: loginpipe exactly-once ÷ this / loginpipe at-least-once ÷ this)",
+            "",
+            *_table(
+                [
+                    "contender",
+                    "delivery",
+                    "events/s",
+                    "CPU s / M events",
+                    "peak RSS",
+                    "output check",
+                    "loginpipe ÷ this: events/s",
+                    "CPU / event",
+                ],
+                rows,
+                {2, 3, 4, 6, 7},
+            ),
+            "",
+        ]
+        del by_id
+    agg = report.get("aggregator")
+    if agg:
+        lines += ["Aggregator throughput: count the pre-filled processed topic into Redis", ""]
+        row = (
+            [agg["label"], "FAILED", "", "", ""]
+            if "error" in agg
+            else [
+                agg["label"],
+                _num(agg["events_per_second"]),
+                _num(agg["cpu_seconds_per_million"], 1),
+                mib(agg["peak_rss_bytes"]),
+                "ok" if agg["sanity_ok"] else "MISMATCH",
+            ]
+        )
+        lines += [
+            *_table(
+                ["contender", "events/s", "CPU s / M events", "peak RSS", "Redis check"],
+                [row],
+                {1, 2, 3},
+            ),
+            "",
+        ]
+    lat = report.get("latency") or []
+    if lat:
+        rows = []
+        for mode in lat:
+            d = DELIVERY[mode["delivery"]]
+            if not mode["points"] and "error" in mode:
+                rows.append([d, "FAILED", "", "", "", "", "", "", ""])
+            for p in mode["points"]:
+                pp, pr = p["to_processed"], p["to_redis"]
+                ok = p["drained"] and not pp["missing"] and not pr["missing"]
+                rows.append(
+                    [
+                        d,
+                        _num(p["offered_rate"]),
+                        _num(p["achieved_rate"]),
+                        _ms(pp["p50_ms"]),
+                        _ms(pp["p99_ms"]),
+                        _ms(pp["max_ms"]),
+                        _ms(pr["p50_ms"]),
+                        _ms(pr["p99_ms"]),
+                        _ms(pr["max_ms"]),
+                    ]
+                    + ([] if ok else ["INCOMPLETE"])
+                )
+        width = max(len(r) for r in rows)
+        header = [
+            "delivery",
+            "offered/s",
+            "achieved/s",
+            "processed p50 ms",
+            "p99",
+            "max",
+            "Redis p50 ms",
+            "p99",
+            "max",
+        ]
+        header += [""] * (width - len(header))
+        rows = [r + [""] * (width - len(r)) for r in rows]
+        lines += [
+            "End-to-end latency from the generator's produce, consumer and aggregator live",
+            f"({cfg['latency_seconds']:g} s per load point)",
+            "",
+            *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8}),
+            "",
+        ]
+    return "\n".join(lines)
