@@ -24,34 +24,38 @@ from loginpipe.exceptions import DependencyUnavailable
 from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper, retry_until
-from loginpipe.settings import AggregatorSettings, RedisSettings
+from loginpipe.settings import AggregatorSettings, RedisSettings, mask_url
 from loginpipe.validation import DEVICE_TYPES, normalise_device_type
 
 log = logging.getLogger(__name__)
 
 # KEYS[1] counts hash, KEYS[2] positions hash.
-# ARGV: number of partitions, then for each: partition, first offset, next offset,
-# number of (field, increment) pairs, the pairs.
-# Returns {applied flag per partition..., then the counts hash as field, value, ...}.
+# ARGV: number of partitions, then for each: partition, the position this aggregator expects
+# to find stored ('' for none), first offset, next offset, number of (field, increment) pairs,
+# the pairs. A partition's increments are applied, and its position moved to the next offset,
+# only if the stored position is the expected one (compare-and-set) and the batch does not
+# start before it. Returns {per partition 'ok' or the stored position ('' for none)} and the
+# counts hash as field, value, ...
 APPLY_BATCH_LUA = """
 local n = tonumber(ARGV[1])
 local i = 2
-local applied = {}
+local out = {}
 for _ = 1, n do
-  local p, first, nxt, nf = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
-  local stored = redis.call('HGET', KEYS[2], p)
-  if (not stored) or tonumber(stored) <= first then
+  local p, expected = ARGV[i], ARGV[i + 1]
+  local first, nxt, nf = tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  local stored = redis.call('HGET', KEYS[2], p) or ''
+  if stored == expected and (expected == '' or first >= tonumber(expected)) then
     for j = 0, nf - 1 do
-      redis.call('HINCRBY', KEYS[1], ARGV[i + 4 + 2 * j], ARGV[i + 5 + 2 * j])
+      redis.call('HINCRBY', KEYS[1], ARGV[i + 5 + 2 * j], ARGV[i + 6 + 2 * j])
     end
     redis.call('HSET', KEYS[2], p, nxt)
-    applied[#applied + 1] = 1
+    out[#out + 1] = 'ok'
   else
-    applied[#applied + 1] = 0
+    out[#out + 1] = stored
   end
-  i = i + 4 + 2 * nf
+  i = i + 5 + 2 * nf
 end
-return {applied, redis.call('HGETALL', KEYS[1])}
+return {out, redis.call('HGETALL', KEYS[1])}
 """
 
 
@@ -68,23 +72,15 @@ def check_redis(s: RedisSettings, timeout: float) -> redis.Redis:
         retry_until("Redis", client.ping, timeout)
     except redis.AuthenticationError as exc:
         raise DependencyUnavailable(
-            f"Redis at {_safe_url(s.redis_url)} refused the credentials ({exc}): check "
+            f"Redis at {mask_url(s.redis_url)} refused the credentials ({exc}): check "
             "LOGINPIPE_REDIS_PASSWORD or the password in LOGINPIPE_REDIS_URL"
         ) from None
     except redis.RedisError as exc:
         raise DependencyUnavailable(
-            f"cannot reach Redis at {_safe_url(s.redis_url)} within {timeout:g}s ({exc}): check "
+            f"cannot reach Redis at {mask_url(s.redis_url)} within {timeout:g}s ({exc}): check "
             "that Redis is up and that LOGINPIPE_REDIS_URL points at it"
         ) from None
     return client
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def read_counts(client: redis.Redis, key: str) -> dict[str, int]:
@@ -161,10 +157,10 @@ def plan_batch(
     return plan, counted, uncountable
 
 
-def script_args(plan: dict[int, PartitionBatch]) -> list[Any]:
+def script_args(plan: dict[int, PartitionBatch], expected: dict[int, str]) -> list[Any]:
     args: list[Any] = [len(plan)]
     for p, pb in plan.items():
-        args += [p, pb.first, pb.next, len(pb.counts)]
+        args += [p, expected.get(p, ""), pb.first, pb.next, len(pb.counts)]
         for d, c in pb.counts.items():
             args += [d, c]
     return args
@@ -183,6 +179,9 @@ class Aggregator:
         self._apply: Any = None
         self._last_log = time.monotonic()
         self.counts: dict[str, int] = {}
+        # Per assigned partition, the position this aggregator last read or wrote in Redis.
+        self.positions: dict[int, str] = {}
+        self.rebalances = 0
 
     def run(self) -> None:
         s = self.s
@@ -200,7 +199,7 @@ class Aggregator:
             self.health.set_ready(True)
             log.info("aggregator started", extra={"group": s.group_id, "counts_key": s.counts_key})
             while not self.stopper.stopping:
-                msgs = take(self.consumer, s.batch_size, 0.5)
+                msgs = take(self.consumer, s.batch_size, 0.5, self)
                 self.health.beat()
                 if msgs:
                     self._apply_batch(msgs)
@@ -224,18 +223,20 @@ class Aggregator:
         if not plan:
             return
         keys = [self.s.counts_key, self.s.offsets_key(self.s.topic_processed)]
-        args = script_args(plan)
+        args = script_args(plan, self.positions)
         result = self._redis_write(keys, args)
-        applied_flags, flat_counts = result
-        for (p, pb), applied in zip(plan.items(), applied_flags, strict=True):
-            if applied:
+        outcomes, flat_counts = result
+        committed: list[TopicPartition] = []
+        topic = self.s.topic_processed
+        for (p, pb), outcome in zip(plan.items(), outcomes, strict=True):
+            stored = outcome.decode()
+            if stored == "ok" or stored == str(pb.next):  # applied (now, or by a lost reply)
                 for d, c in pb.counts.items():
                     self.metrics.events_counted.labels(d).inc(c)
+                self.positions[p] = str(pb.next)
+                committed.append(TopicPartition(topic, p, pb.next))
             else:
-                self.metrics.batches_skipped.inc()
-                log.info(
-                    "batch already applied, skipped", extra={"partition": p, "first": pb.first}
-                )
+                self._resync(p, pb, stored)
         self._set_counts(
             {
                 flat_counts[i].decode(): int(flat_counts[i + 1])
@@ -244,17 +245,43 @@ class Aggregator:
         )
         if uncountable:
             self.metrics.events_uncountable.inc(uncountable)
-        topic = self.s.topic_processed
         self.metrics.messages_consumed.labels(topic).inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self.metrics.last_success.set(time.time())
         # Redis is the source of truth; this commit only makes lag visible to monitoring.
-        offsets = [TopicPartition(topic, p, pb.next) for p, pb in plan.items()]
+        if not committed:
+            return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+            self.consumer.commit(offsets=committed, asynchronous=True)
         except KafkaException as exc:
             log.debug("offset commit for monitoring failed", extra={"error": str(exc)})
+
+    def _resync(self, p: int, pb: PartitionBatch, stored: str) -> None:
+        """The stored position is not the one this aggregator expected: never count blindly.
+
+        Another aggregator moved it (a rebalance this one has not seen yet), or Redis lost
+        writes (a restart without the last second of AOF, a failover): either way the stored
+        position is the truth, so resume from it and count from there. If it is the expected
+        one, the batch starts before it: the log is behind the position (the topic was
+        recreated or truncated); the batch is skipped and the operator told.
+        """
+        assert self.consumer is not None
+        self.metrics.batches_skipped.inc()
+        expected = self.positions.get(p, "")
+        if stored == expected:
+            log.error(
+                "processed topic is behind the stored position (recreated?): batch not counted",
+                extra={"partition": p, "position": stored, "first": pb.first},
+            )
+            return
+        log.warning(
+            "stored position differs from this aggregator's: resuming from the stored one",
+            extra={"partition": p, "expected": expected, "stored": stored, "first": pb.first},
+        )
+        self.positions[p] = stored
+        offset = int(stored) if stored else OFFSET_BEGINNING
+        self.consumer.seek(TopicPartition(self.s.topic_processed, p, offset))
 
     def _redis_write(self, keys: list[str], args: list[Any]) -> Any:
         """Apply the batch, retrying while Redis is away; the script makes retries safe."""
@@ -295,8 +322,13 @@ class Aggregator:
         key = self.s.offsets_key(self.s.topic_processed)
         stored = retry_until("Redis", lambda: self.redis.hgetall(key), 30.0, self.stopper)  # type: ignore[union-attr]
         positions = {int(k): int(v) for k, v in stored.items()}
+        self.rebalances += 1
+        self.positions = {}
         for tp in partitions:
             tp.offset = positions.get(tp.partition, OFFSET_BEGINNING)
+            self.positions[tp.partition] = (
+                str(positions[tp.partition]) if tp.partition in positions else ""
+            )
         consumer.assign(partitions)
         log.info(
             "partitions assigned",
@@ -305,4 +337,6 @@ class Aggregator:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+        self.rebalances += 1
+        self.positions = {}
         consumer.unassign()

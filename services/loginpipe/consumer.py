@@ -17,7 +17,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from loginpipe import envelope
 from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
@@ -49,12 +57,12 @@ class Router:
         # State of the open transaction (or of the uncommitted at-least-once window).
         self.in_txn = False
         self.txn_started = 0.0
-        # Per input partition: first offset in the window, and the next offset to commit.
-        self.first_offsets: dict[int, int] = {}
+        # Per input partition: the next offset to commit.
         self.next_offsets: dict[int, int] = {}
         self.pending_valid: Counter[str] = Counter()
         self.pending_invalid: Counter[str] = Counter()
         self.delivery_errors: list[str] = []
+        self.rebalances = 0  # bumped by every rebalance callback (see kafka_io.take)
 
     # ---- set-up -----------------------------------------------------------------------
     def _make_clients(self) -> None:
@@ -137,7 +145,7 @@ class Router:
                 wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
             else:
                 wait = 0.5
-            msgs = take(self.consumer, batch_size, wait)
+            msgs = take(self.consumer, batch_size, wait, self)
             self.health.beat()
             if msgs:
                 self._process(msgs)
@@ -154,9 +162,41 @@ class Router:
         produce = producer.produce
         s = self.s
         processed, errors, source_topic = s.topic_processed, s.topic_errors, s.topic_input
-        device_headers = _DEVICE_HEADERS
         valid_counts = self.pending_valid
-        first, nxt = self.first_offsets, self.next_offsets
+        nxt = self.next_offsets
+        n = 0
+        try:
+            n = self._route(msgs, produce, processed, errors, source_topic, valid_counts, nxt)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            # Once a transaction has failed, produce() refuses with _STATE: abort and rewind.
+            if not self.exactly_once or not (
+                err.txn_requires_abort() or err.code() == KafkaError._STATE
+            ):
+                raise
+            log.warning(
+                "transaction failed while producing, aborting and rewinding",
+                extra={"error": err.str()},
+            )
+            self._abort_and_rewind()
+            return
+        producer.poll(0)
+        if n:
+            self.metrics.messages_consumed.labels(source_topic).inc(n)
+            self.metrics.batch_size.observe(n)
+            self.metrics.batch_duration.observe(time.perf_counter() - started)
+
+    def _route(
+        self,
+        msgs: list[Message],
+        produce: Any,
+        processed: str,
+        errors: str,
+        source_topic: str,
+        valid_counts: Counter[str],
+        nxt: dict[int, int],
+    ) -> int:
+        device_headers = _DEVICE_HEADERS
         n = 0
         for m in msgs:
             err = m.error()
@@ -179,15 +219,9 @@ class Router:
                 valid_counts[device] += 1
             else:
                 self._route_invalid(m, result, source_topic, partition, offset, errors)
-            if partition not in first:
-                first[partition] = offset
             nxt[partition] = offset + 1
             n += 1
-        producer.poll(0)
-        if n:
-            self.metrics.messages_consumed.labels(source_topic).inc(n)
-            self.metrics.batch_size.observe(n)
-            self.metrics.batch_duration.observe(time.perf_counter() - started)
+        return n
 
     def _route_invalid(
         self,
@@ -220,11 +254,18 @@ class Router:
     ) -> None:
         """Produce, waiting for room when the local queue is full."""
         assert self.producer is not None
+        give_up = None
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:  # local queue full: let deliveries drain
+                if self.stopper.stopping:  # a stop while the broker is away must not hang
+                    give_up = give_up or time.monotonic() + 5.0
+                    if time.monotonic() > give_up:
+                        raise KafkaException(
+                            KafkaError(KafkaError._QUEUE_FULL, "stopping with a full queue")
+                        ) from None
                 self.producer.poll(0.05)
 
     # ---- transactions -------------------------------------------------------------------
@@ -313,7 +354,6 @@ class Router:
     def _reset_window(self) -> None:
         self.in_txn = False
         self.next_offsets.clear()
-        self.first_offsets.clear()
         self.pending_valid.clear()
         self.pending_invalid.clear()
 
@@ -322,11 +362,12 @@ class Router:
         assert self.producer is not None and self.consumer is not None
         self.producer.abort_transaction(_TXN_OP_TIMEOUT)
         self.metrics.transactions.labels("aborted").inc()
-        assigned = {tp.partition for tp in self.consumer.assignment()}
-        topic = self.s.topic_input
-        for p, first in self.first_offsets.items():
-            if p in assigned:
-                self.consumer.seek(TopicPartition(topic, p, first))
+        # The window's inputs start at the committed offsets: read them again from there.
+        assigned = self.consumer.assignment()
+        if assigned:
+            for tp in self.consumer.committed(assigned, timeout=_TXN_OP_TIMEOUT):
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         self._reset_window()
 
     def _abort_quietly(self) -> None:
@@ -343,15 +384,18 @@ class Router:
     # ---- rebalance callbacks (run inside consume()) -------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+        self.rebalances += 1
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+        self.rebalances += 1
         # Everything handed out so far has been routed: commit it before the partitions go.
         if self.in_txn:
             self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+        self.rebalances += 1
         # Offsets can no longer be committed for these: abort; the new owner re-reads them.
         if self.in_txn:
             if self.exactly_once:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import orjson
@@ -14,14 +15,27 @@ HEADER_REASON = "loginpipe-reason"
 HEADER_DEVICE_TYPE = "loginpipe-device-type"
 
 
+ORIGINAL_LIMIT = 64 * 1024  # whole originals up to this size (MAX_EVENT_BYTES)
+TRUNCATED_KEEP = 16 * 1024  # of a larger one, this much, so the envelope stays small
+
+
 def encode_bytes(data: bytes | None) -> dict[str, Any]:
-    """Original bytes, unchanged: as text when they are UTF-8, else base64, saying which."""
+    """Original bytes, unchanged: as text when they are UTF-8, else base64, saying which.
+
+    Bytes over ``ORIGINAL_LIMIT`` keep only their first ``TRUNCATED_KEEP`` bytes, with the
+    full size and SHA-256, so that an envelope always fits in a Kafka record (JSON escaping
+    can make text six times larger).
+    """
     if data is None:
         return {"encoding": None, "data": None}
+    extra: dict[str, Any] = {}
+    if len(data) > ORIGINAL_LIMIT:
+        extra = {"truncated": True, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        data = data[:TRUNCATED_KEEP]
     try:
-        return {"encoding": "utf-8", "data": data.decode("utf-8")}
+        return {"encoding": "utf-8", "data": data.decode("utf-8"), **extra}
     except UnicodeDecodeError:
-        return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii")}
+        return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii"), **extra}
 
 
 def decode_bytes(encoded: dict[str, Any]) -> bytes | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import admin as kafka_admin
@@ -102,8 +102,14 @@ class LagFromStats:
             for pid, p in t.get("partitions", {}).items():
                 if pid == "-1":
                     continue
-                lag = p.get("consumer_lag", -1)
-                if lag is None or lag < 0 or p.get("fetch_state") in ("none", "stopped"):
+                if p.get("fetch_state") in ("none", "stopped"):
+                    continue
+                # From what this process has consumed, not from its own committed offset:
+                # under exactly-once the offsets are committed by the transactional
+                # producer, which librdkafka's consumer_lag does not see.
+                app, end = p.get("app_offset", -1), p.get("ls_offset", -1)
+                lag = end - app if app >= 0 and end >= 0 else p.get("consumer_lag", -1)
+                if lag is None or lag < 0:
                     continue
                 self.metrics.consumer_lag.labels(topic, pid).set(lag)
                 seen.add((topic, pid))
@@ -112,12 +118,19 @@ class LagFromStats:
         self._seen = seen
 
 
-def take(consumer: Consumer, n: int, wait: float) -> list[Message]:
+class Rebalancing(Protocol):
+    rebalances: int  # bumped by every rebalance callback
+
+
+def take(consumer: Consumer, n: int, wait: float, state: Rebalancing) -> list[Message]:
     """Up to ``n`` messages as soon as there are any, waiting at most ``wait`` seconds.
 
     ``Consumer.consume(n, timeout)`` returns only once it has ``n`` messages or the timeout
     has passed, which at a modest rate holds every message for the whole timeout. This takes
     what is there; if nothing is, it waits for one message and then drains what came with it.
+    If a rebalance ran inside the second call, the first message may belong to a partition
+    that is no longer ours: it is dropped (the partition's owner reads it again from the
+    committed position).
     """
     msgs = consumer.consume(n, 0)
     if msgs:
@@ -125,7 +138,11 @@ def take(consumer: Consumer, n: int, wait: float) -> list[Message]:
     first = consumer.consume(1, wait)
     if not first or n == 1:
         return first
-    return first + consumer.consume(n - 1, 0)
+    generation = state.rebalances
+    rest = consumer.consume(n - 1, 0)
+    if state.rebalances != generation:
+        return rest
+    return first + rest
 
 
 def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:

@@ -114,8 +114,8 @@ class Health:
     def __init__(self, metrics: Metrics, stall_seconds: float = 60.0) -> None:
         self.metrics = metrics
         self.stall_seconds = stall_seconds
-        self._beat = time.monotonic()
-        self._ready = False
+        self._beat: float | None = None  # until the main loop starts, start-up is bounded
+        self._ready = False  # by its own timeouts (LOGINPIPE_STARTUP_TIMEOUT_SECONDS)
         self._reason = "starting"
 
     def beat(self) -> None:
@@ -127,6 +127,8 @@ class Health:
         self.metrics.up.set(1 if ready else 0)
 
     def live(self) -> tuple[bool, str]:
+        if self._beat is None:
+            return True, "starting"
         age = time.monotonic() - self._beat
         if age > self.stall_seconds:
             return False, f"main loop stalled for {age:.0f}s"

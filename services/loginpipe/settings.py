@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
 
 from loginpipe.exceptions import ConfigError
 
@@ -88,9 +89,10 @@ class CommonSettings:
     kafka_session_timeout_ms: int = setting(
         "KAFKA_SESSION_TIMEOUT_MS",
         10_000,
-        "Consumer group session timeout: how soon a crashed consumer's partitions move on.",
-        minimum=1000,
-        maximum=3_600_000,
+        "Consumer group session timeout: how soon a crashed consumer's partitions move on "
+        "(within the broker's group.min/max.session.timeout.ms).",
+        minimum=6000,
+        maximum=300_000,
     )
     topic_input: str = setting("TOPIC_INPUT", "user-login", "Topic of raw login events.")
     topic_processed: str = setting(
@@ -255,8 +257,10 @@ class ConsumerSettings(CommonSettings):
     transaction_timeout_ms: int = setting(
         "CONSUMER_TRANSACTION_TIMEOUT_MS",
         60_000,
-        "Broker-side timeout after which an abandoned transaction is aborted.",
+        "Broker-side timeout after which an abandoned transaction is aborted "
+        "(at most the broker's transaction.max.timeout.ms).",
         minimum=1000,
+        maximum=900_000,
     )
 
     def resolved_transactional_id(self) -> str:
@@ -383,12 +387,26 @@ def check_unknown(environ: Mapping[str, str]) -> None:
         )
 
 
+def mask_url(url: str) -> str:
+    """A URL without its credentials or query (Redis URLs may carry a password)."""
+    parts = urlsplit(url)
+    if not parts.scheme or ("@" not in parts.netloc and not parts.query):
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def describe(obj: Any) -> dict[str, Any]:
-    """Settings as a dict for the start-up log, secrets masked."""
+    """Settings as a dict for the start-up log, secrets and URL credentials masked."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        out[f.metadata["env"]] = "***" if isinstance(value, Secret) and value else value
+        if isinstance(value, Secret):
+            value = "***" if value else ""
+        elif f.name.endswith("_url") and isinstance(value, str):
+            value = mask_url(value)
+        out[f.metadata["env"]] = value
     return out
 
 

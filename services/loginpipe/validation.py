@@ -24,6 +24,7 @@ class Reason(StrEnum):
     (user_id, app_version, device_type, ip, timestamp); all are listed in ``problems``.
     """
 
+    MESSAGE_TOO_LARGE = "message_too_large"  # value larger than MAX_EVENT_BYTES
     INVALID_ENCODING = "invalid_encoding"  # value is not valid UTF-8
     EMPTY_MESSAGE = "empty_message"  # no value, or only whitespace
     MALFORMED_JSON = "malformed_json"  # UTF-8 but not JSON
@@ -38,6 +39,8 @@ class Reason(StrEnum):
 
 
 REASON_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.MESSAGE_TOO_LARGE: "the value is larger than 64 KiB (a login event is well under "
+    "1 KiB); the envelope keeps its first 16 KiB, size and SHA-256",
     Reason.INVALID_ENCODING: "the value is not valid UTF-8",
     Reason.EMPTY_MESSAGE: "the value is missing (tombstone), empty or only whitespace",
     Reason.MALFORMED_JSON: "the value is text but not a JSON document",
@@ -59,6 +62,7 @@ OPTIONAL_FIELDS = ("locale", "device_id")
 DEVICE_TYPES = ("android", "ios")
 
 MAX_USER_ID_LENGTH = 256
+MAX_EVENT_BYTES = 64 * 1024
 MAX_TIMESTAMP = 2**63 - 1
 _VERSION_RE = re.compile(r"[0-9]+(?:\.[0-9]+){0,3}")
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")
@@ -120,9 +124,18 @@ def _exact(obj: dict[str, Any], raw: bytes) -> dict[str, Any]:
     Only needed before re-serialising; floats are rare in login events, so cheap.
     """
     if _has_float(obj) and _LONG_DIGITS_RE.search(raw) is not None:
-        exact: dict[str, Any] = json.loads(raw, parse_constant=_reject_constant)
+        exact: dict[str, Any] = json.loads(
+            raw, parse_constant=_reject_constant, parse_float=_finite_float
+        )
         return exact
     return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of range for a JSON number")
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -144,7 +157,7 @@ def _decode(raw: bytes) -> Any | Invalid:
     if not text.strip():
         return _whole(Reason.EMPTY_MESSAGE, "the value is only whitespace")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         return _whole(Reason.MALFORMED_JSON, f"not JSON: {str(exc)[:200]}")
 
@@ -272,8 +285,17 @@ def _fast_valid(obj: dict[str, Any], raw: bytes) -> Valid | None:
         ts = int(ts)
     else:
         return None
-    if normal_device and normal_ts and "locale" in obj and "device_id" in obj:
-        return Valid(raw, device)  # already normal: forward the bytes as they are
+    if (
+        normal_device
+        and normal_ts
+        and "locale" in obj
+        and "device_id" in obj
+        # Exactly one colon per key: then every colon is a key's, so no key is repeated
+        # (JSON readers disagree on which duplicate wins), nothing is nested, and the
+        # bytes can be forwarded as they are.
+        and raw.count(b":") == len(obj)
+    ):
+        return Valid(raw, device)
     obj = _exact(obj, raw)
     normal = dict(obj)
     normal["device_type"] = device
@@ -354,6 +376,10 @@ def validate(raw: bytes | None) -> Result:
         return _whole(
             Reason.EMPTY_MESSAGE,
             "the value is empty" if raw is not None else "the value is missing (tombstone)",
+        )
+    if len(raw) > MAX_EVENT_BYTES:
+        return _whole(
+            Reason.MESSAGE_TOO_LARGE, f"the value is {len(raw)} bytes, over {MAX_EVENT_BYTES}"
         )
     decoded = _decode(raw)
     if isinstance(decoded, Invalid):

@@ -14,38 +14,65 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def apply(redis_url: str):
+    """Run the script for (partition, expected position, first, next, counts) tuples."""
     client = redis.Redis.from_url(redis_url)
     script = client.register_script(APPLY_BATCH_LUA)
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     keys = [prefix + "counts", prefix + "positions"]
 
-    def run(*parts: tuple[int, int, int, dict[str, int]]):
+    def run(*parts: tuple[int, str, int, int, dict[str, int]]):
         args: list = [len(parts)]
-        for p, first, nxt, counts in parts:
-            args += [p, first, nxt, len(counts)]
+        for p, expected, first, nxt, counts in parts:
+            args += [p, expected, first, nxt, len(counts)]
             for k, v in counts.items():
                 args += [k, v]
-        applied, _ = script(keys=keys, args=args)
+        outcomes, _ = script(keys=keys, args=args)
         state = {k.decode(): int(v) for k, v in client.hgetall(keys[0]).items()}
-        return applied, state
+        return [o.decode() for o in outcomes], state
 
+    run.client = client  # type: ignore[attr-defined]
+    run.keys = keys  # type: ignore[attr-defined]
     return run
 
 
 def test_a_batch_replayed_after_a_crash_is_not_counted_twice(apply) -> None:
-    assert apply((0, 0, 10, {"ios": 6, "android": 4})) == ([1], {"ios": 6, "android": 4})
-    assert apply((0, 0, 10, {"ios": 6, "android": 4})) == ([0], {"ios": 6, "android": 4})
+    assert apply((0, "", 0, 10, {"ios": 6, "android": 4})) == (["ok"], {"ios": 6, "android": 4})
+    # The replay expects the position it read before the crash; Redis says 10.
+    assert apply((0, "", 0, 10, {"ios": 6, "android": 4})) == (["10"], {"ios": 6, "android": 4})
 
 
 def test_partitions_are_applied_independently(apply) -> None:
-    apply((0, 0, 10, {"ios": 10}))
-    applied, state = apply((0, 5, 12, {"ios": 7}), (1, 0, 3, {"android": 3}))
-    assert applied == [0, 1]
+    apply((0, "", 0, 10, {"ios": 10}))
+    outcomes, state = apply((0, "", 5, 12, {"ios": 7}), (1, "", 0, 3, {"android": 3}))
+    assert outcomes == ["10", "ok"]
     assert state == {"ios": 10, "android": 3}
 
 
 def test_a_gap_in_offsets_from_transaction_markers_is_accepted(apply) -> None:
-    apply((2, 0, 10, {"ios": 9}))
-    applied, state = apply((2, 11, 20, {"ios": 8}))
-    assert applied == [1]
+    apply((2, "", 0, 10, {"ios": 9}))
+    outcomes, state = apply((2, "10", 11, 20, {"ios": 8}))
+    assert outcomes == ["ok"]
     assert state == {"ios": 17}
+
+
+def test_a_redis_rollback_is_detected_instead_of_skipping_the_lost_range(apply) -> None:
+    apply((0, "", 0, 10, {"ios": 10}))
+    apply((0, "10", 10, 20, {"ios": 10}))
+    # Redis loses the second write (AOF everysec, failover): the position goes back to 10.
+    apply.client.hset(apply.keys[1], "0", 10)
+    apply.client.hset(apply.keys[0], "ios", 10)
+    outcomes, state = apply((0, "20", 20, 30, {"ios": 10}))
+    assert outcomes == ["10"], "the aggregator must be told to re-read from 10"
+    assert state == {"ios": 10}
+
+
+def test_a_writer_with_a_stale_position_cannot_overwrite_a_newer_one(apply) -> None:
+    apply.client.hset(apply.keys[1], "0", 100)
+    assert apply((0, "100", 100, 101, {"ios": 1}))[0] == ["ok"]
+    # A second owner that read 100 before the first wrote tries a longer batch: refused.
+    assert apply((0, "100", 100, 600, {"ios": 500})) == (["101"], {"ios": 1})
+
+
+def test_a_batch_before_the_stored_position_is_refused(apply) -> None:
+    apply.client.hset(apply.keys[1], "0", 500)
+    assert apply((0, "500", 0, 50, {"ios": 50})) == (["500"], {})

@@ -20,7 +20,25 @@ def test_a_batch_is_grouped_by_partition_with_its_offset_range_and_counts() -> N
     assert counted == 4 and uncountable == 0
     assert (plan[0].first, plan[0].next, dict(plan[0].counts)) == (10, 15, {"ios": 2, "android": 1})
     assert (plan[1].first, plan[1].next, dict(plan[1].counts)) == (5, 6, {"android": 1})
-    assert script_args(plan) == [2, 0, 10, 15, 2, "ios", 2, "android", 1, 1, 5, 6, 1, "android", 1]
+    assert script_args(plan, {0: "10"}) == [
+        2,
+        0,
+        "10",
+        10,
+        15,
+        2,
+        "ios",
+        2,
+        "android",
+        1,
+        1,
+        "",
+        5,
+        6,
+        1,
+        "android",
+        1,
+    ]
 
 
 def test_the_device_type_comes_from_the_header_else_from_the_json() -> None:

@@ -68,3 +68,15 @@ def test_the_original_bytes_come_back_unchanged(raw: bytes | None) -> None:
 @pytest.mark.parametrize("raw", [b"", b"[]", b"\xff"])
 def test_every_envelope_is_json(raw: bytes) -> None:
     assert isinstance(build(raw), dict)
+
+
+def test_a_large_original_is_truncated_with_its_size_and_hash_so_the_envelope_fits() -> None:
+    import hashlib
+
+    for raw in (b"\x01" * 900_000, b"\xff" * 900_000, b'"' * 900_000):
+        env = build(raw)
+        assert env["reason"] == "message_too_large"
+        assert env["original"]["truncated"] is True
+        assert env["original"]["size"] == 900_000
+        assert env["original"]["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert len(orjson.dumps(env)) < 200_000

@@ -53,7 +53,10 @@ INVALID_CASES = [
     (b'{"user_id": "u"', Reason.MALFORMED_JSON),
     (b"{'user_id': 'single quotes'}", Reason.MALFORMED_JSON),
     (b'{"timestamp": NaN}', Reason.MALFORMED_JSON),
-    (b"[" * 100_000, Reason.MALFORMED_JSON),
+    (b"[" * 50_000, Reason.MALFORMED_JSON),
+    (b'{"x": 1e400}', Reason.MALFORMED_JSON),
+    (b"x" * (64 * 1024 + 1), Reason.MESSAGE_TOO_LARGE),
+    (event(user_id="u" * 70_000), Reason.MESSAGE_TOO_LARGE),
     (b"[1, 2]", Reason.NOT_AN_OBJECT),
     (b'"user-1"', Reason.NOT_AN_OBJECT),
     (b"42", Reason.NOT_AN_OBJECT),
@@ -244,3 +247,19 @@ def test_an_already_normal_event_is_forwarded_byte_for_byte() -> None:
     result = validate(raw)
     assert isinstance(result, Valid)
     assert result.value is raw
+
+
+def test_duplicate_keys_are_resolved_and_never_forwarded() -> None:
+    raw = event()[:-1] + b',"ip":"not-an-ip","ip":"203.0.113.9"}'
+    result = validate(raw)
+    assert isinstance(result, Valid)
+    assert result.value != raw
+    assert result.value.count(b'"ip"') == 1
+    assert orjson.loads(result.value)["ip"] == "203.0.113.9"
+
+
+def test_events_with_colons_in_values_are_re_serialised_with_the_same_content() -> None:
+    raw = event(ip="2001:db8::1")
+    result = validate(raw)
+    assert isinstance(result, Valid)
+    assert orjson.loads(result.value) == orjson.loads(raw)

@@ -1,0 +1,75 @@
+"""Kafka plumbing that needs no broker: take(), lag from statistics, URL masking."""
+
+from __future__ import annotations
+
+import json
+
+from confluent_kafka import Message
+
+from loginpipe.kafka_io import LagFromStats, take
+from loginpipe.metrics import Metrics
+from loginpipe.settings import AggregatorSettings, describe, load
+
+
+class FakeConsumer:
+    """Hands out scripted batches; may run a 'rebalance' inside a call, as librdkafka does."""
+
+    def __init__(self, batches: list[list[Message]], rebalance_on_call: int | None = None):
+        self.batches = batches
+        self.calls = 0
+        self.rebalance_on_call = rebalance_on_call
+        self.rebalances = 0
+
+    def consume(self, n: int, timeout: float) -> list[Message]:
+        self.calls += 1
+        if self.calls == self.rebalance_on_call:
+            self.rebalances += 1
+        return self.batches.pop(0)[:n] if self.batches else []
+
+
+def msg(offset: int) -> Message:
+    return Message(topic="t", partition=0, offset=offset, value=b"{}")
+
+
+def test_take_returns_what_is_there_without_waiting_for_a_full_batch() -> None:
+    c = FakeConsumer([[msg(0), msg(1)]])
+    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [0, 1]
+    assert c.calls == 1
+
+
+def test_take_waits_for_one_message_then_drains_the_rest() -> None:
+    c = FakeConsumer([[], [msg(0)], [msg(1), msg(2)]])
+    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [0, 1, 2]
+
+
+def test_take_drops_a_message_whose_partition_may_have_been_revoked_meanwhile() -> None:
+    c = FakeConsumer([[], [msg(0)], [msg(7)]], rebalance_on_call=3)
+    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [7]
+
+
+def test_lag_comes_from_what_was_consumed_not_from_the_consumers_own_commits() -> None:
+    m = Metrics("consumer")
+    stats = {
+        "topics": {
+            "user-login": {
+                "partitions": {
+                    "0": {
+                        "fetch_state": "active",
+                        "app_offset": 90,
+                        "ls_offset": 100,
+                        "consumer_lag": 5000,
+                    },
+                    "-1": {"fetch_state": "none"},
+                }
+            }
+        }
+    }
+    LagFromStats(m)(json.dumps(stats))
+    assert m.consumer_lag.labels("user-login", "0")._value.get() == 10
+
+
+def test_redis_url_credentials_never_reach_the_logs() -> None:
+    s = load(AggregatorSettings, {"LOGINPIPE_REDIS_URL": "redis://:s3cr3t@redis:6379/0"})
+    shown = describe(s)["LOGINPIPE_REDIS_URL"]
+    assert "s3cr3t" not in shown
+    assert shown == "redis://***@redis:6379/0"
