@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import require
+from tests.e2e.test_dev_loop_files import by_name, skaffold_variants
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "loginpipe"
@@ -114,15 +115,21 @@ def test_selectors_are_minimal_and_stable_across_versions(default) -> None:
         assert obj["spec"]["selector"] == by_kind(default, "Deployment")[name]["spec"]["selector"]
 
 
+STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
+
+
 def test_every_object_carries_the_standard_labels(default) -> None:
     for o in default:
         labels = o["metadata"].get("labels", {})
-        for key in (
+        keys = [
             "app.kubernetes.io/name",
             "app.kubernetes.io/instance",
             "app.kubernetes.io/managed-by",
-            "helm.sh/chart",
-        ):
+        ]
+        # Strimzi copies its CRs' labels to the Kafka pods: no helm.sh/chart there (see below).
+        if o["kind"] not in STRIMZI_KINDS:
+            keys.append("helm.sh/chart")
+        for key in keys:
             assert key in labels, f"{o['kind']}/{o['metadata']['name']} lacks {key}"
 
 
@@ -384,3 +391,205 @@ def test_image_references_from_skaffold_and_users_render_correctly(image, expect
     objs = render({"image": image})
     dep = by_kind(objs, "Deployment")["loginpipe-consumer"]
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+
+
+# ---- labels that must not roll pods, store lifecycles, finalizers, the dev-loop values -------
+
+
+def test_strimzi_resources_carry_only_labels_that_never_change_between_releases() -> None:
+    """Strimzi copies a CR's labels (all but app.kubernetes.io/* other than part-of) to the pods
+    it creates: helm.sh/chart or commonLabels there would roll the broker on every chart change."""
+    objs = render(
+        {
+            "commonLabels": {"team": "logins"},
+            "kafka": {"strimzi": {"listener": {"authentication": "scram-sha-512"}}},
+        }
+    )
+    strimzi = [o for o in objs if o["kind"] in STRIMZI_KINDS]
+    assert {o["kind"] for o in strimzi} == STRIMZI_KINDS
+    allowed = {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/managed-by",
+        "app.kubernetes.io/part-of",
+        "strimzi.io/cluster",
+    }
+    for o in strimzi:
+        labels = o["metadata"]["labels"]
+        name = f"{o['kind']}/{o['metadata']['name']}"
+        assert "helm.sh/chart" not in labels, name
+        assert "team" not in labels, name
+        assert set(labels) <= allowed, name
+        assert labels["app.kubernetes.io/part-of"] == "loginpipe", name
+    # Everything else still carries the chart label and commonLabels.
+    for o in objs:
+        if o["kind"] not in STRIMZI_KINDS:
+            assert o["metadata"]["labels"].get("team") == "logins", o["metadata"]["name"]
+    # And an app release changes nothing in them.
+    bumped = render(
+        {
+            "image": {"tag": "9.9.9"},
+            "commonLabels": {"team": "logins"},
+            "kafka": {"strimzi": {"listener": {"authentication": "scram-sha-512"}}},
+        }
+    )
+    assert [o for o in bumped if o["kind"] in STRIMZI_KINDS] == strimzi
+
+
+def test_a_new_app_image_leaves_redis_alone(default) -> None:
+    """Redis' pod template must not change with the loginpipe image (no restart of Redis)."""
+    [sts] = by_kind(default, "StatefulSet").values()
+    bumped = render({"image": {"tag": "9.9.9"}})
+    [sts2] = by_kind(bumped, "StatefulSet").values()
+    assert sts2["spec"]["template"] == sts["spec"]["template"]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/version"] == "8.4.0-bookworm"
+    assert "helm.sh/chart" not in pod_labels
+    for o in default:
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "redis":
+            assert o["metadata"]["labels"]["app.kubernetes.io/version"] == "8.4.0-bookworm", (
+                f"{o['kind']}/{o['metadata']['name']}"
+            )
+    # The app's own objects still carry the app's version.
+    dep = by_kind(bumped, "Deployment")["loginpipe-consumer"]
+    assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "9.9.9"
+
+
+def test_the_redis_checksum_follows_redis_conf_not_the_configmap_labels(default) -> None:
+    [sts] = by_kind(default, "StatefulSet").values()
+    checksum = sts["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    relabelled = render({"commonLabels": {"team": "logins"}})
+    [sts2] = by_kind(relabelled, "StatefulSet").values()
+    assert sts2["spec"]["template"]["metadata"]["annotations"]["checksum/config"] == checksum
+    reconfigured = render({"redis": {"internal": {"appendfsync": "always"}}})
+    [sts3] = by_kind(reconfigured, "StatefulSet").values()
+    assert sts3["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
+
+
+def test_the_redis_pvc_retention_policy_is_a_value_retaining_by_default(default) -> None:
+    [sts] = by_kind(default, "StatefulSet").values()
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    dropped = render(
+        {"redis": {"internal": {"persistence": {"retentionPolicy": {"whenDeleted": "Delete"}}}}}
+    )
+    [sts2] = by_kind(dropped, "StatefulSet").values()
+    assert sts2["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    assert sts2["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    assert "retentionPolicy" in render_error(
+        {"redis": {"internal": {"persistence": {"retentionPolicy": {"whenDeleted": "Forget"}}}}}
+    )
+    # The production default keeps Kafka's data too: the two stores share a lifecycle.
+    [pool] = by_kind(default, "KafkaNodePool").values()
+    assert pool["spec"]["storage"]["volumes"][0]["deleteClaim"] is False
+
+
+def _topic_operator_env(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    [kafka] = by_kind(objs, "Kafka").values()
+    template = kafka["spec"]["entityOperator"]["template"]["topicOperatorContainer"]
+    return {e["name"]: e["value"] for e in template["env"]}
+
+
+def test_topic_operator_finalizers_are_off_by_default_and_can_be_turned_on(default) -> None:
+    assert _topic_operator_env(default) == {"STRIMZI_USE_FINALIZERS": "false"}
+    on = render({"kafka": {"strimzi": {"topicOperator": {"useFinalizers": True}}}})
+    assert _topic_operator_env(on) == {"STRIMZI_USE_FINALIZERS": "true"}
+
+
+def test_the_startup_timeout_leaves_room_for_two_waits(default) -> None:
+    assert _service_env(default, "consumer")["LOGINPIPE_STARTUP_TIMEOUT_SECONDS"] == "25"
+    assert render({"config": {"startupTimeoutSeconds": 50}})
+    assert "startupTimeoutSeconds" in render_error({"config": {"startupTimeoutSeconds": 51}})
+
+
+def test_hpa_without_kafka_exporter_is_refused() -> None:
+    msg = render_error(
+        {
+            "autoscaling": {"mode": "hpa"},
+            "kafka": {"strimzi": {"kafkaExporter": {"enabled": False}}},
+        }
+    )
+    assert "kafkaExporter" in msg and "autoscaling.mode=hpa" in msg
+    # KEDA reads the lag from Kafka itself: no exporter needed.
+    assert render(
+        {
+            "autoscaling": {"mode": "keda"},
+            "kafka": {"strimzi": {"kafkaExporter": {"enabled": False}}},
+        }
+    )
+
+
+@pytest.mark.parametrize("password", ['pa"ss', "pa\\ss", "pa ss"])
+def test_a_redis_password_that_would_break_the_config_file_is_rejected(password: str) -> None:
+    assert "password" in render_error({"redis": {"internal": {"auth": {"password": password}}}})
+
+
+def test_jvm_options_follow_strimzis_schema() -> None:
+    objs = render({"kafka": {"strimzi": {"jvmOptions": {"-Xms": "512m", "-Xmx": "512m"}}}})
+    [pool] = by_kind(objs, "KafkaNodePool").values()
+    assert pool["spec"]["jvmOptions"] == {"-Xms": "512m", "-Xmx": "512m"}
+    assert "jvmOptions" in render_error({"kafka": {"strimzi": {"jvmOptions": {"Xmx": "512m"}}}})
+
+
+def test_the_stall_alert_ignores_commit_marker_lag(monitored) -> None:
+    [rule] = by_kind(monitored, "PrometheusRule").values()
+    [stalled] = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "LoginpipeAggregatorStalled"
+    ]
+    assert "> 100" in stalled["expr"] and "> 0\n" not in stalled["expr"]
+    custom = render(
+        {
+            "metrics": {
+                "prometheusRule": {
+                    "enabled": True,
+                    "alerts": {"aggregatorStalled": {"lagThreshold": 500}},
+                }
+            }
+        }
+    )
+    [rule2] = by_kind(custom, "PrometheusRule").values()
+    assert "> 500" in json.dumps(rule2)
+
+
+def _render_skaffold_release(variant: str) -> list[dict[str, Any]]:
+    """The chart as skaffold installs it in a profile: its setValues as --set (image aside)."""
+    release = by_name(skaffold_variants()[variant])["loginpipe"]
+    args: list[str] = []
+    for key, value in release.get("setValues", {}).items():
+        args += ["--set", f"{key}={value}"]
+    return render(None, *args)
+
+
+@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+def test_the_dev_loop_drops_kafka_and_redis_data_together_on_uninstall(variant: str) -> None:
+    """Ctrl-C in `skaffold dev` uninstalls: a kept Kafka PVC crash-loops the next broker (new
+    cluster id), a kept Redis holds positions of a Kafka log that is gone. Both go, together."""
+    objs = _render_skaffold_release(variant)
+    [pool] = by_kind(objs, "KafkaNodePool").values()
+    assert pool["spec"]["storage"]["volumes"][0]["deleteClaim"] is True
+    [sts] = by_kind(objs, "StatefulSet").values()
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    assert pool["spec"]["jvmOptions"] == {"-Xms": "512m", "-Xmx": "512m"}
+    assert _topic_operator_env(objs)["STRIMZI_USE_FINALIZERS"] == "false"
+
+
+@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+def test_the_dev_loop_judges_the_chart_by_the_status_check_not_helm_wait(variant: str) -> None:
+    cfg = skaffold_variants()[variant]
+    assert not by_name(cfg)["loginpipe"].get("wait", False)
+    assert cfg["deploy"]["tolerateFailuresUntilDeadline"] is True
+    # Kafka's cold start (image pull, broker, topics) and the services' restarts until then.
+    assert cfg["deploy"]["statusCheckDeadlineSeconds"] >= 900
+
+
+def test_the_adapter_values_file_points_at_the_same_prometheus_as_skaffold() -> None:
+    adapter = yaml.safe_load((ROOT / "k8s" / "prometheus-adapter-values.yaml").read_text())
+    release = by_name(skaffold_variants()["default"])["prometheus-adapter"]
+    assert adapter["prometheus"]["url"] == release["setValues"]["prometheus.url"]
+    assert str(adapter["prometheus"]["port"]) == release["setValues"]["prometheus.port"]

@@ -44,8 +44,49 @@ app.kubernetes.io/part-of: loginpipe
 
 {{/* The image tag (without a digest) as a valid label value. */}}
 {{- define "loginpipe.versionLabel" -}}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString | splitList "@" | first -}}
+{{- include "loginpipe.tagLabel" (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Any image tag (a digest after "@" dropped) as a valid label value. */}}
+{{- define "loginpipe.tagLabel" -}}
+{{- $tag := . | toString | splitList "@" | first -}}
 {{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" (regexReplaceAll "[^-A-Za-z0-9_.]" $tag "_" | trunc 63) "" -}}
+{{- end -}}
+
+{{/*
+Labels of the Redis objects: the app's set with Redis' own image tag as app.kubernetes.io/version,
+so a new loginpipe image does not touch Redis. Call with (dict "ctx" $ "pod" bool): the pod
+template's labels (pod true) also leave out helm.sh/chart, so that only a change to Redis itself
+(image, redis.conf, password source) rolls the Redis pod, never a chart or app release.
+*/}}
+{{- define "loginpipe.redis.labels" -}}
+{{- $ctx := .ctx -}}
+{{- if not .pod }}
+helm.sh/chart: {{ include "loginpipe.chart" $ctx }}
+{{- end }}
+{{ include "loginpipe.selectorLabels" (dict "ctx" $ctx "component" "redis") }}
+{{- with include "loginpipe.tagLabel" $ctx.Values.redis.internal.image.tag }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: loginpipe
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Labels of the Strimzi custom resources (Kafka, KafkaNodePool, KafkaTopic, KafkaUser). Strimzi
+copies a CR's labels to the pods, Services and other objects it creates, except those matching
+STRIMZI_LABELS_EXCLUSION_PATTERN (default `^app.kubernetes.io/(?!part-of).*`): any other label
+that changes between releases (helm.sh/chart, commonLabels) would roll the Kafka brokers. So only
+the selector labels, part-of and managed-by; no version, no helm.sh/chart, no commonLabels.
+Call with (dict "ctx" $ "component" "kafka").
+*/}}
+{{- define "loginpipe.strimziLabels" -}}
+{{ include "loginpipe.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: loginpipe
 {{- end -}}
 
 {{/*
@@ -279,6 +320,27 @@ across upgrades through lookup), else a new random one.
 {{- end -}}
 {{- end -}}
 
+{{/*
+redis.conf as the ConfigMap carries it. The StatefulSet's checksum/config hashes this text only
+(not the ConfigMap's labels), so a label change never restarts Redis.
+*/}}
+{{- define "loginpipe.redis.conf" -}}
+port 6379
+dir /data
+# Durability: the aggregator's counts and Kafka positions are written together by one Lua
+# script; the append-only file keeps both (everysec: at most the last second is lost, and
+# then counts and positions go back together).
+appendonly yes
+appendfsync {{ .Values.redis.internal.appendfsync }}
+appenddirname appendonlydir
+# No RDB snapshots besides the AOF.
+save ""
+protected-mode yes
+{{- with .Values.redis.internal.extraConfig }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
 {{- define "loginpipe.redis.env" -}}
 {{- if include "loginpipe.redis.secretName" . }}
 - name: LOGINPIPE_REDIS_PASSWORD
@@ -328,6 +390,9 @@ Combinations the schema cannot express. Each message says which values to change
 {{- end -}}
 {{- else if gt (int $v.consumer.replicaCount) $partitions -}}
 {{- $msgs = append $msgs (printf "consumer.replicaCount (%d) is greater than topics.input.partitions (%d): the extra consumers would sit idle, so set consumer.replicaCount <= %d or raise topics.input.partitions" (int $v.consumer.replicaCount) $partitions $partitions) -}}
+{{- end -}}
+{{- if and (eq $v.autoscaling.mode "hpa") (eq $v.kafka.mode "strimzi") (not $v.kafka.strimzi.kafkaExporter.enabled) -}}
+{{- $msgs = append $msgs "autoscaling.mode=hpa needs kafka.strimzi.kafkaExporter.enabled=true: the HPA's External metric is built from Kafka Exporter's kafka_consumergroup_lag, so without the exporter it would never get a value; turn the exporter on, or use autoscaling.mode=keda (it reads the lag from Kafka itself) or none" -}}
 {{- end -}}
 {{- if eq $v.kafka.mode "external" -}}
 {{- if not (trim ($v.kafka.external.bootstrap | default "")) -}}
