@@ -310,6 +310,7 @@ class Router:
                 self._abort_and_rewind()
                 return
         else:
+            t0 = time.perf_counter()
             remaining = producer.flush(_TXN_OP_TIMEOUT)
             if remaining or self.delivery_errors:
                 raise KafkaException(
@@ -318,8 +319,14 @@ class Router:
                         f"{remaining} records undelivered, errors: {self.delivery_errors[:3]}",
                     )
                 )
+            t1 = time.perf_counter()
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
+            t2 = time.perf_counter()
+            if t2 - t0 > 0.1:
+                log.warning(
+                    "slow commit", extra={"flush": round(t1 - t0, 3), "commit": round(t2 - t1, 3)}
+                )
         self.metrics.transactions.labels("committed").inc()
         self._count_committed()
         self.metrics.last_success.set(time.time())

@@ -162,6 +162,7 @@ def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, A
             # stays bounded by queued.max.messages.kbytes, which also caps the memory it uses.
             "fetch.queue.backoff.ms": 10,
             "queued.max.messages.kbytes": 32768,
+            "fetch.wait.max.ms": 50,
             "logger": logging.getLogger("librdkafka"),
             # Leave the group promptly when a consumer dies (a crash, SIGKILL).
             "session.timeout.ms": settings.kafka_session_timeout_ms,
