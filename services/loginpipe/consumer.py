@@ -74,10 +74,10 @@ class Router:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
-                # Enough to keep the broker busy; bounded, so memory stays small (the loop
-                # waits in _produce_blocking when it is full).
-                "queue.buffering.max.messages": 200_000,
-                "queue.buffering.max.kbytes": 65_536,
+                # A few commit intervals' worth at full speed; bounded, so memory stays small
+                # (the loop waits in _produce_blocking when it is full).
+                "queue.buffering.max.messages": 50_000,
+                "queue.buffering.max.kbytes": 16_384,
                 "logger": logging.getLogger("librdkafka"),
             }
         )

@@ -161,7 +161,14 @@ def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, A
             # time (measured: 255k/s bare loop at 1 s, 1.4M/s at 10 ms). The prefetch queue
             # stays bounded by queued.max.messages.kbytes, which also caps the memory it uses.
             "fetch.queue.backoff.ms": 10,
-            "queued.max.messages.kbytes": 32768,
+            # Prefetch per partition, in messages and in all: the defaults (100,000 messages,
+            # 64 MiB) hold ~50 MiB more in memory for no measured gain (151 -> 105 MiB peak
+            # RSS at the same 186k events/s).
+            "queued.min.messages": 20000,
+            "queued.max.messages.kbytes": 16384,
+            # How long the broker may hold a fetch with nothing new. At 500 ms (the default)
+            # readers behind transactional output stalled up to ~0.5 s now and then (p99 550 ms
+            # at 10k events/s, exactly once); at 50 ms they did not (p99 ~120 ms).
             "fetch.wait.max.ms": 50,
             "logger": logging.getLogger("librdkafka"),
             # Leave the group promptly when a consumer dies (a crash, SIGKILL).
