@@ -196,7 +196,8 @@ class Aggregator:
             self.consumer.subscribe(
                 [s.topic_processed], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
-            self.health.set_ready(True)
+            # Ready once the group is joined (an assignment, possibly empty, is handed out).
+            self.health.set_ready(False, "joining the consumer group")
             log.info("aggregator started", extra={"group": s.group_id, "counts_key": s.counts_key})
             while not self.stopper.stopping:
                 msgs = take(self.consumer, s.batch_size, 0.5, self)
@@ -330,6 +331,7 @@ class Aggregator:
                 str(positions[tp.partition]) if tp.partition in positions else ""
             )
         consumer.assign(partitions)
+        self.health.set_ready(True)
         log.info(
             "partitions assigned",
             extra={"positions": {tp.partition: positions.get(tp.partition) for tp in partitions}},

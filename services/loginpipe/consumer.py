@@ -113,7 +113,8 @@ class Router:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self.health.set_ready(True)
+            # Ready once the group is joined (an assignment, possibly empty, is handed out).
+            self.health.set_ready(False, "joining the consumer group")
             log.info(
                 "consumer started",
                 extra={
@@ -392,6 +393,7 @@ class Router:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
         self.rebalances += 1
+        self.health.set_ready(True)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})

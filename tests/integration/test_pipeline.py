@@ -212,3 +212,30 @@ def test_counts_command_prints_the_redis_counts(make_pipeline) -> None:
     assert orjson.loads(out.stdout) == {"android": 3, "ios": 4}
     out = pl.run_cli("counts")
     assert out.stdout.split() == ["android", "3", "ios", "4", "total", "7"]
+
+
+def test_services_report_ready_once_they_have_joined_their_group(make_pipeline) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.integration.conftest import free_port
+
+    pl = make_pipeline(partitions=1)
+
+    def get(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
+    for name, cmd in (("consumer", "consume"), ("aggregator", "aggregate")):
+        port = free_port()
+        pl.service(name, cmd, LOGINPIPE_METRICS_PORT=str(port)).start()
+        wait_for(f"{name} /readyz", lambda p=port: get(p, "/readyz")[0] == 200, timeout=60)
+        assert get(port, "/healthz")[0] == 200
+        status, body = get(port, "/metrics")
+        assert status == 200 and "loginpipe_ready 1.0" in body
+        assert get(port, "/nope")[0] == 404
