@@ -166,10 +166,6 @@ def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, A
             # RSS at the same 186k events/s).
             "queued.min.messages": 20000,
             "queued.max.messages.kbytes": 16384,
-            # How long the broker may hold a fetch with nothing new. At 500 ms (the default)
-            # readers behind transactional output stalled up to ~0.5 s now and then (p99 550 ms
-            # at 10k events/s, exactly once); at 50 ms they did not (p99 ~120 ms).
-            "fetch.wait.max.ms": 50,
             "logger": logging.getLogger("librdkafka"),
             # Leave the group promptly when a consumer dies (a crash, SIGKILL).
             "session.timeout.ms": settings.kafka_session_timeout_ms,
