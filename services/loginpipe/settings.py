@@ -54,6 +54,17 @@ def setting(
     )
 
 
+def metrics_port_setting(default: int) -> Any:
+    """The HTTP port setting; each service has its own default so all run side by side."""
+    return setting(
+        "METRICS_PORT",
+        default,
+        "Port of /metrics, /healthz and /readyz (0 disables).",
+        minimum=0,
+        maximum=65535,
+    )
+
+
 def _hostname() -> str:
     return socket.gethostname()
 
@@ -101,13 +112,7 @@ class CommonSettings:
     topic_errors: str = setting(
         "TOPIC_ERRORS", "user-login-errors", "Topic of error envelopes for invalid events."
     )
-    metrics_port: int = setting(
-        "METRICS_PORT",
-        9100,
-        "Port of /metrics, /healthz and /readyz (0 disables).",
-        minimum=0,
-        maximum=65535,
-    )
+    metrics_port: int = metrics_port_setting(9100)
     metrics_host: str = setting("METRICS_HOST", "0.0.0.0", "Address the HTTP endpoint binds to.")  # noqa: S104
     log_level: str = setting(
         "LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
@@ -187,13 +192,7 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class GeneratorSettings(CommonSettings):
-    metrics_port: int = setting(
-        "METRICS_PORT",
-        9101,
-        "Port of /metrics, /healthz and /readyz (0 disables).",
-        minimum=0,
-        maximum=65535,
-    )
+    metrics_port: int = metrics_port_setting(9101)
     rate: float = setting(
         "GENERATOR_RATE", 100.0, "Events per second (0 = as fast as possible).", minimum=0
     )
@@ -219,13 +218,7 @@ class GeneratorSettings(CommonSettings):
 
 @dataclass(frozen=True)
 class ConsumerSettings(CommonSettings):
-    metrics_port: int = setting(
-        "METRICS_PORT",
-        9102,
-        "Port of /metrics, /healthz and /readyz (0 disables).",
-        minimum=0,
-        maximum=65535,
-    )
+    metrics_port: int = metrics_port_setting(9102)
     group_id: str = setting(
         "CONSUMER_GROUP", "loginpipe-consumer", "Consumer group of the validating consumer."
     )
@@ -269,13 +262,7 @@ class ConsumerSettings(CommonSettings):
 
 @dataclass(frozen=True)
 class AggregatorSettings(CommonSettings, RedisSettings):
-    metrics_port: int = setting(
-        "METRICS_PORT",
-        9103,
-        "Port of /metrics, /healthz and /readyz (0 disables).",
-        minimum=0,
-        maximum=65535,
-    )
+    metrics_port: int = metrics_port_setting(9103)
     group_id: str = setting(
         "AGGREGATOR_GROUP", "loginpipe-aggregator", "Consumer group of the aggregator."
     )
