@@ -133,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     topics = [common.topic_input, common.topic_processed, common.topic_errors]
     create_topics(common, topics, partitions=args.partitions, replication=1)
     rds = check_redis(counts_settings, common.startup_timeout_seconds)
-    env = dict(os.environ)
+    # Each child uses its own default metrics port (9101-9103); one shared port would clash.
+    env = {k: v for k, v in os.environ.items() if k != "LOGINPIPE_METRICS_PORT"}
     env.setdefault("LOGINPIPE_LOG_FORMAT", "text")
     if args.rate is not None:
         env["LOGINPIPE_GENERATOR_RATE"] = str(args.rate)
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in ("consume", "aggregate", "generate"):
             out = open(os.path.join(logdir, f"{name}.log"), "ab")  # noqa: SIM115
             # Own session: a terminal's Ctrl-C reaches only this parent, which then stops
-            # the children with one SIGTERM each, in order.
+            # the children one by one (see finally).
             procs[name] = subprocess.Popen(  # noqa: S603
                 [*exe, name], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -182,14 +183,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             stopper.wait(1.0 if tty else 5.0)
     finally:
         sys.stdout.write("\n")
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in procs.items():
+        # Upstream first, each to its end: the generator stops producing, the consumer
+        # commits what it routed, then the aggregator counts what was committed.
+        for name in ("generate", "consume", "aggregate"):
+            child = procs.get(name)
+            if child is None:
+                continue
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=30)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                child.kill()
+                child.wait()
                 sys.stderr.write(f"{name} did not stop in 30s: killed\n")
         sys.stderr.write(
             "stopped; counts: "
