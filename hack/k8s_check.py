@@ -7,7 +7,8 @@ Steps, each printing one PASS/FAIL/SKIP line per target (details indented below 
   validate  every rendered object against its schema, strictly (unknown fields and kinds without a
             schema fail): built-in kinds against Kubernetes' own schemas (bundled with the pinned
             kubernetes-validate package, converted for kubeconform), Strimzi / prometheus-operator /
-            KEDA kinds against ../shared/crd-schemas; plus the API server's name and label syntax
+            KEDA kinds against k8s/vendor/crd-schemas (made from the vendored CRDs by
+            hack/crd_schemas.py); plus the API server's name and label syntax
             rules that schemas do not carry (DNS names, label keys and values, port names)
   checkov   checkov over the rendered manifests; the exceptions in hack/checkov.yaml (checks
             skipped, or waived for named objects) each carry a reason, and a waiver that no
@@ -15,7 +16,7 @@ Steps, each printing one PASS/FAIL/SKIP line per target (details indented below 
   promtool  the chart's PrometheusRule extracted to rules.yaml: promtool check rules, promtool test
             rules with the chart's tests/promtool/*_test.yaml, and every alert covered by a test
             case in which it fires
-  devloop   skaffold.yaml against ../shared/schemas/skaffold-v4beta14.json, k8s/kind-config.yaml
+  devloop   skaffold.yaml against k8s/vendor/schemas/skaffold-v4beta14.json, k8s/kind-config.yaml
             (kind Cluster, kind.x-k8s.io/v1alpha4, node images pinned by digest); skipped while
             those files do not exist
 
@@ -74,12 +75,13 @@ class Result:
 class Context:
     chart: Path
     out: Path
-    shared: Path
+    vendor: Path
     release: str
     namespace: str
     kube_version: str
     extra_versions: list[str]
     online: bool
+    online_timeout: float
     tools_bin: Path
     checkov_config: Path
     promtool_values: str
@@ -482,11 +484,9 @@ def step_validate(ctx: Context) -> None:
         report(ctx, Result("validate", "all", "FAIL", "nothing rendered to validate"))
         return
     t0 = time.monotonic()
-    crd_dir = ctx.shared / "crd-schemas"
+    crd_dir = ctx.vendor / "crd-schemas"
     if not ctx.online and not crd_dir.is_dir():
-        raise SetupError(
-            f"{crd_dir} not found (the shared folder beside the checkout; set K8S_CHECK_SHARED)"
-        )
+        raise SetupError(f"{crd_dir} not found (make crd-schemas writes it from the vendored CRDs)")
     versions = [ctx.kube_version, *(v for v in ctx.extra_versions if v != ctx.kube_version)]
     # problems[file][message] -> the Kubernetes versions it shows up for
     problems: dict[str, dict[str, list[str]]] = {str(p): {} for p in ctx.rendered.values()}
@@ -517,23 +517,29 @@ def step_validate(ctx: Context) -> None:
         ]
         for location in locations:
             cmd += ["-schema-location", location]
+        timeout = None
         if ctx.online:  # keep what was downloaded for the next run
             (ctx.out / "schema-cache").mkdir(parents=True, exist_ok=True)
             cmd += ["-cache", str(ctx.out / "schema-cache")]
-        proc = run([*cmd, *map(str, ctx.rendered.values())])
-        try:
-            resources_out = json.loads(proc.stdout).get("resources") or []
-        except json.JSONDecodeError:
-            report(
-                ctx,
-                Result(
-                    "validate",
-                    f"all (Kubernetes {version})",
-                    "FAIL",
-                    "kubeconform failed",
-                    tail(proc.stdout + proc.stderr),
-                ),
+            timeout = ctx.online_timeout
+            say(
+                f"      validate: fetching schemas for Kubernetes {version} from kubeconform's "
+                f"default catalog and {ONLINE_CRD_CATALOG.split('{{')[0]} "
+                f"(gives up after {timeout:.0f} s; K8S_CHECK_ONLINE_TIMEOUT)"
             )
+        try:
+            proc = run([*cmd, *map(str, ctx.rendered.values())], timeout=timeout)
+            resources_out = json.loads(proc.stdout).get("resources") or []
+        except (subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+            timed_out = isinstance(exc, subprocess.TimeoutExpired)
+            summary = (
+                f"the online schema catalogs did not answer within {timeout or 0:.0f} s "
+                "(unset K8S_CHECK_ONLINE to use the vendored schemas)"
+                if timed_out
+                else "kubeconform failed"
+            )
+            details = [] if timed_out else tail(proc.stdout + proc.stderr)
+            report(ctx, Result("validate", f"all (Kubernetes {version})", "FAIL", summary, details))
             return
         for res in resources_out:
             file = res.get("filename", "")
@@ -552,7 +558,7 @@ def step_validate(ctx: Context) -> None:
                 msg = clean_kubeconform_msg(res.get("msg", ""))
                 if "could not find schema" in msg:
                     msg += (
-                        " (unknown kind or apiVersion: no Kubernetes or shared CRD schema for it)"
+                        " (unknown kind or apiVersion: no Kubernetes or vendored CRD schema for it)"
                     )
             problems.setdefault(file, {}).setdefault(f"{label}: {msg}", []).append(version)
     custom_groups = {p.name for p in crd_dir.iterdir() if p.is_dir()} if crd_dir.is_dir() else set()
@@ -577,7 +583,7 @@ def step_validate(ctx: Context) -> None:
             details.append(
                 f"kubeconform saw {seen.get(str(path), 0)} objects, the YAML has {len(docs)}"
             )
-        where = "online catalogs" if ctx.online else "Kubernetes + shared CRD schemas"
+        where = "online catalogs" if ctx.online else "Kubernetes + vendored CRD schemas"
         summary = (
             f"{len(docs)} objects valid for Kubernetes {', '.join(versions)} ({where})"
             if not details
@@ -1038,13 +1044,13 @@ DIGEST_IMAGE = re.compile(r"^[^@\s]+:[^@\s/]+@sha256:[0-9a-f]{64}$")
 
 def step_devloop(ctx: Context) -> None:
     skaffold = ROOT / "skaffold.yaml"
-    schema_file = ctx.shared / "schemas" / "skaffold-v4beta14.json"
+    schema_file = ctx.vendor / "schemas" / "skaffold-v4beta14.json"
     if not skaffold.exists():
         report(
             ctx, Result("devloop", "skaffold.yaml", "SKIP", "skaffold.yaml does not exist (yet)")
         )
     elif not schema_file.exists():
-        raise SetupError(f"{schema_file} not found (set K8S_CHECK_SHARED)")
+        raise SetupError(f"{schema_file} not found (it is vendored in the repository)")
     else:
         schema = json.loads(schema_file.read_text())
         validator_cls = jsonschema.validators.validator_for(schema)
@@ -1147,10 +1153,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="work folder (rendered manifests, schemas, promtool files)",
     )
     parser.add_argument(
-        "--shared",
+        "--vendor",
         type=Path,
-        default=Path(os.environ.get("K8S_CHECK_SHARED", ROOT.parent / "shared")),
-        help="the shared folder with crd-schemas/ and schemas/ (K8S_CHECK_SHARED)",
+        default=ROOT / "k8s" / "vendor",
+        help="the vendored folder with crd-schemas/ and schemas/ (see its README.md)",
     )
     parser.add_argument("--release", default="loginpipe")
     parser.add_argument("--namespace", default="loginpipe")
@@ -1190,12 +1196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(
         chart=args.chart.resolve(),
         out=args.out.resolve(),
-        shared=args.shared.resolve(),
+        vendor=args.vendor.resolve(),
         release=args.release,
         namespace=args.namespace,
         kube_version=args.kube_version,
         extra_versions=args.extra_versions.replace(",", " ").split(),
         online=os.environ.get("K8S_CHECK_ONLINE", "") == "1",
+        online_timeout=float(os.environ.get("K8S_CHECK_ONLINE_TIMEOUT", "120")),
         tools_bin=args.tools_bin,
         checkov_config=args.checkov_config.resolve(),
         write_promtool_rules=args.write_promtool_rules,

@@ -6,7 +6,9 @@
 #   install   make every tool available at its pinned version (hack/versions.env); idempotent,
 #             a few seconds when everything is cached:
 #               helm, kubeconform  the ones on PATH if they are the pinned versions, else
-#                                  `go install` into .cache/go/bin (Go module proxy)
+#                                  `go install` into ~/.cache/loginpipe/go-bin/<name>-<version>
+#                                  (Go module proxy; Go's own caches under $HOME), so a fresh
+#                                  clone on the same machine reuses the build
 #               promtool           Debian's `prometheus` package (apt-get; its system service is
 #                                  never left running or enabled)
 #               checkov, kubernetes-validate, jsonschema, PyYAML
@@ -33,7 +35,9 @@ TOOLS_BIN="$CACHE/tools/bin"
 VENV="$CACHE/tools/venv"
 VENV_STAMP="$VENV/.installed"
 LOCK="$ROOT/hack/tools-requirements.txt"
-GO_BIN="$CACHE/go/bin"
+# Long builds live outside the checkout, keyed by version: a new clone reuses them.
+HOME_CACHE="${LOGINPIPE_HOME_CACHE:-$HOME/.cache/loginpipe}"
+GO_BIN="$HOME_CACHE/go-bin"
 TOOLS_PYTHON="${TOOLS_PYTHON:-python3}"
 
 say() { echo "tools: $*"; }
@@ -71,10 +75,10 @@ venv_key() {
 
 # ---- install ----------------------------------------------------------------------------------
 
-# Candidates for a Go tool: .cache/go/bin first (what a previous install built), then PATH.
+# Candidates for a Go tool: the version-keyed build cache first (what a previous install built), then PATH.
 find_go_tool() { # NAME WANT VERSION_FN -> path or empty
   local name="$1" want="$2" fn="$3" bin
-  for bin in "$GO_BIN/$name" "$(command -v "$name" 2>/dev/null || true)"; do
+  for bin in "$GO_BIN/$name-$want/$name" "$(command -v "$name" 2>/dev/null || true)"; do
     [[ -n "$bin" && -x "$bin" ]] || continue
     if [[ "$("$fn" "$bin")" == "$want" ]]; then echo "$bin"; return 0; fi
   done
@@ -86,11 +90,11 @@ install_go_tool() { # NAME WANT VERSION_FN PACKAGE
   if [[ -z "$bin" ]]; then
     command -v go >/dev/null 2>&1 ||
       die "$name $want not found and no Go toolchain to build it: install Go >= 1.24 or put $name $want on PATH."
-    say "building $name $want with go install (a few minutes, cached in .cache/go) ..."
-    mkdir -p "$GO_BIN"
-    GOBIN="$GO_BIN" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-modcacherw \
+    say "building $name $want with go install (a few minutes, cached in $GO_BIN) ..."
+    mkdir -p "$GO_BIN/$name-$want"
+    GOBIN="$GO_BIN/$name-$want" GOFLAGS=-modcacherw \
       go install "$pkg@$want"
-    bin="$GO_BIN/$name"
+    bin="$GO_BIN/$name-$want/$name"
     [[ "$("$fn" "$bin")" == "$want" ]] || die "built $bin but it reports '$("$fn" "$bin")', not $want."
   fi
   ln -sfn "$bin" "$TOOLS_BIN/$name"
