@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
 
 # ---- set-up -------------------------------------------------------------------------------
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -68,9 +68,10 @@ topics: infra-up ## create the three topics (6 partitions) if missing
 
 # ---- run ------------------------------------------------------------------------------------
 RATE ?= 1000
+METRICS_PORTS ?= 9101,9102,9103
 .PHONY: run
-run: infra-up ## run the whole pipeline locally with live counts until Ctrl-C (RATE=events/s)
-	$(VENV)/bin/loginpipe run --partitions 6 --rate $(RATE)
+run: infra-up ## the pipeline locally with live counts until Ctrl-C (RATE=events/s, METRICS_PORTS=G,C,A)
+	$(VENV)/bin/loginpipe run --partitions 6 --rate $(RATE) --metrics-ports $(METRICS_PORTS)
 
 .PHONY: counts
 counts: venv ## print the login counts in the local Redis
@@ -109,6 +110,14 @@ bench-quick: infra-up ## the benchmark's quick mode (100,000 events, about 2 min
 .PHONY: k8s-check
 k8s-check: tools ## offline chart checks: lint, render, strict schemas, checkov, promtool, skaffold/kind
 	hack/k8s-check.sh
+
+.PHONY: crd-schemas
+crd-schemas: venv ## regenerate k8s/vendor/crd-schemas from the vendored CRDs
+	$(PY) hack/crd_schemas.py
+
+.PHONY: crd-schemas-check
+crd-schemas-check: venv ## verify the vendored files' sha256 and that the schemas match their CRDs
+	$(PY) hack/crd_schemas.py --check
 
 .PHONY: chart-readme
 chart-readme: venv ## regenerate the chart README's parameter table from values.yaml

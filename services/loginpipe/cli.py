@@ -6,10 +6,7 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -124,85 +121,36 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Topics, then generator, consumer and aggregator as child processes; live counts."""
-    from loginpipe.aggregator import check_redis, read_counts
-    from loginpipe.kafka_io import create_topics
+    from pathlib import Path
 
+    from loginpipe.aggregator import check_redis, read_counts
+    from loginpipe.exceptions import ConfigError
+    from loginpipe.kafka_io import create_topics
+    from loginpipe.local_run import PORTS_HINT, check_ports_free, parse_ports, run_pipeline
+
+    if "LOGINPIPE_METRICS_PORT" in os.environ:
+        raise ConfigError(
+            "loginpipe run starts three services, each with its own metrics port, so "
+            f"LOGINPIPE_METRICS_PORT does not apply: unset it and {PORTS_HINT}"
+        )
+    ports = parse_ports(args.metrics_ports)
     common = load(CommonSettings, os.environ)
     counts_settings = load(CountsSettings, os.environ)
     setup_logging(common.log_level, "text")
+    check_ports_free(common.metrics_host, ports)
     topics = [common.topic_input, common.topic_processed, common.topic_errors]
     create_topics(common, topics, partitions=args.partitions, replication=1)
     rds = check_redis(counts_settings, common.startup_timeout_seconds)
-    # Each child uses its own default metrics port (9101-9103); one shared port would clash.
-    env = {k: v for k, v in os.environ.items() if k != "LOGINPIPE_METRICS_PORT"}
+    env = dict(os.environ)
     env.setdefault("LOGINPIPE_LOG_FORMAT", "text")
     if args.rate is not None:
         env["LOGINPIPE_GENERATOR_RATE"] = str(args.rate)
     env.setdefault("LOGINPIPE_GENERATOR_RATE", "1000")
     if args.bad_share is not None:
         env["LOGINPIPE_GENERATOR_BAD_SHARE"] = str(args.bad_share)
-    logdir = args.log_dir
-    os.makedirs(logdir, exist_ok=True)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    stopper = Stopper()
-    stopper.install()
-    exe = [sys.executable, "-m", "loginpipe"]
-    try:
-        for name in ("consume", "aggregate", "generate"):
-            out = open(os.path.join(logdir, f"{name}.log"), "ab")  # noqa: SIM115
-            # Own session: a terminal's Ctrl-C reaches only this parent, which then stops
-            # the children one by one (see finally).
-            procs[name] = subprocess.Popen(  # noqa: S603
-                [*exe, name], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            out.close()
-        sys.stderr.write(
-            f"pipeline running (logs in {logdir}/, metrics on :9101 generator, :9102 consumer, "
-            ":9103 aggregator); Ctrl-C stops\n"
-        )
-        tty = sys.stdout.isatty()
-        last = None
-        started = time.monotonic()
-        while not stopper.stopping:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    raise LoginpipeError(
-                        f"{name} exited with code {p.returncode}: see {logdir}/{name}.log"
-                    )
-            counts = read_counts(rds, counts_settings.counts_key)
-            total = sum(counts.values())
-            rate = (total - last[0]) / (time.monotonic() - last[1]) if last else 0.0
-            last = (total, time.monotonic())
-            line = (
-                f"[{time.monotonic() - started:6.0f}s] "
-                + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-                + f"  total={total}  ({rate:,.0f}/s)"
-            )
-            sys.stdout.write(("\r" + line) if tty else (line + "\n"))
-            sys.stdout.flush()
-            stopper.wait(1.0 if tty else 5.0)
-    finally:
-        sys.stdout.write("\n")
-        # Upstream first, each to its end: the generator stops producing, the consumer
-        # commits what it routed, then the aggregator counts what was committed.
-        for name in ("generate", "consume", "aggregate"):
-            child = procs.get(name)
-            if child is None:
-                continue
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-                sys.stderr.write(f"{name} did not stop in 30s: killed\n")
-        sys.stderr.write(
-            "stopped; counts: "
-            + json.dumps(read_counts(rds, counts_settings.counts_key), sort_keys=True)
-            + "\n"
-        )
-    return 0
+    return run_pipeline(
+        env, ports, Path(args.log_dir), lambda: read_counts(rds, counts_settings.counts_key)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--partitions", type=int, default=6)
     r.add_argument("--rate", type=float, help="generator events per second (default 1000)")
     r.add_argument("--bad-share", type=float, help="share of invalid events (default 0.2)")
-    r.add_argument("--log-dir", default=".cache/run/logs")
+    r.add_argument("--log-dir", default=".cache/run/logs", help="one log file per service")
+    r.add_argument(
+        "--metrics-ports",
+        default="9101,9102,9103",
+        help="metrics ports of the generator, consumer and aggregator (0 disables one)",
+    )
     r.set_defaults(fn=cmd_run)
     return p
 
@@ -261,8 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     except LoginpipeError as exc:
         from loginpipe.exceptions import ConfigError
+        from loginpipe.local_run import ChildFailed
 
-        code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
+        if isinstance(exc, ChildFailed):  # a service's own exit code, passed on as it is
+            code = exc.code if exc.code > 0 else 1
+        else:
+            code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
         logging.getLogger("loginpipe").debug("fatal", exc_info=True)
         sys.stderr.write(f"loginpipe {args.command}: error: {exc}\n")
         return code

@@ -28,7 +28,15 @@ from confluent_kafka import (
 )
 
 from loginpipe import envelope
-from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
+from loginpipe.exceptions import ConfigError
+from loginpipe.kafka_io import (
+    LagFromStats,
+    TransactionalIdClaim,
+    check_kafka,
+    consumer_base_config,
+    is_fenced,
+    take,
+)
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import ConsumerSettings
@@ -43,6 +51,10 @@ _DEVICE_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
 }
 
 
+class Fenced(ConfigError):
+    """Another producer took this consumer's transactional id: two consumers share one id."""
+
+
 class Router:
     def __init__(
         self, settings: ConsumerSettings, metrics: Metrics, health: Health, stopper: Stopper
@@ -54,6 +66,7 @@ class Router:
         self.exactly_once = settings.delivery == "exactly_once"
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.claim: TransactionalIdClaim | None = None
         # State of the open transaction (or of the uncommitted at-least-once window).
         self.in_txn = False
         self.txn_started = 0.0
@@ -82,7 +95,8 @@ class Router:
             }
         )
         if self.exactly_once:
-            pconf["transactional.id"] = s.resolved_transactional_id()
+            assert self.claim is not None
+            pconf["transactional.id"] = self.claim.transactional_id
             pconf["transaction.timeout.ms"] = s.transaction_timeout_ms
         else:
             pconf["on_delivery"] = self._on_delivery
@@ -102,6 +116,8 @@ class Router:
         check_kafka(
             s, [s.topic_input, s.topic_processed, s.topic_errors], s.startup_timeout_seconds
         )
+        if self.exactly_once:
+            self.claim = TransactionalIdClaim(s.transactional_id, s.default_transactional_id())
         self._make_clients()
         assert self.producer is not None and self.consumer is not None
         try:
@@ -120,15 +136,28 @@ class Router:
                 extra={
                     "delivery": s.delivery,
                     "group": s.group_id,
-                    "transactional_id": s.resolved_transactional_id()
-                    if self.exactly_once
-                    else None,
+                    "transactional_id": self.claim.transactional_id if self.claim else None,
                 },
             )
             self._loop()
             # Clean stop: what was routed so far is complete, so commit it.
             if self.in_txn:
                 self._commit()
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if not is_fenced(err):
+                if self.in_txn and self.exactly_once:
+                    self._abort_quietly()
+                raise
+            assert self.claim is not None
+            # Its open transaction belongs to the new owner of the id now: nothing to abort.
+            self._reset_window()
+            raise Fenced(
+                f"another producer took transactional id {self.claim.transactional_id!r} and "
+                f"fenced this consumer ({err.str()}): every consumer needs its own id; set "
+                "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID uniquely per consumer, or unset it for "
+                "the default loginpipe-consumer-<hostname>"
+            ) from None
         except BaseException:
             if self.in_txn and self.exactly_once:
                 self._abort_quietly()
@@ -136,6 +165,8 @@ class Router:
         finally:
             self.health.set_ready(False, "stopping")
             self._close()
+            if self.claim is not None:
+                self.claim.release()
 
     def _loop(self) -> None:
         assert self.consumer is not None
@@ -289,12 +320,15 @@ class Router:
         if self.exactly_once:
             try:
                 group = consumer.consumer_group_metadata()
+                # One budget for the whole commit, so a stop or a revoke waits at most
+                # _TXN_OP_TIMEOUT for it (the pod's grace period is sized on that).
+                deadline = time.monotonic() + _TXN_OP_TIMEOUT
                 t0 = time.perf_counter()
                 self._retrying(
-                    lambda: producer.send_offsets_to_transaction(offsets, group, _TXN_OP_TIMEOUT)
+                    lambda t: producer.send_offsets_to_transaction(offsets, group, t), deadline
                 )
                 t1 = time.perf_counter()
-                self._retrying(lambda: producer.commit_transaction(_TXN_OP_TIMEOUT))
+                self._retrying(lambda t: producer.commit_transaction(t), deadline)
                 t2 = time.perf_counter()
                 if t2 - t0 > 0.1:
                     log.warning(
@@ -333,11 +367,11 @@ class Router:
         self.metrics.last_success.set(time.time())
         self._reset_window()
 
-    def _retrying(self, op: Any) -> None:
-        deadline = time.monotonic() + _TXN_OP_TIMEOUT
+    def _retrying(self, op: Any, deadline: float) -> None:
+        """Run ``op(timeout)`` until it succeeds, retrying retriable errors until ``deadline``."""
         while True:
             try:
-                op()
+                op(max(0.1, deadline - time.monotonic()))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -370,9 +404,10 @@ class Router:
         assert self.producer is not None and self.consumer is not None
         self.producer.abort_transaction(_TXN_OP_TIMEOUT)
         self.metrics.transactions.labels("aborted").inc()
-        # The window's inputs start at the committed offsets: read them again from there.
+        # The window's inputs start at the committed offsets: read them again from there
+        # (not when stopping: the next owner of the partitions starts from there anyway).
         assigned = self.consumer.assignment()
-        if assigned:
+        if assigned and not self.stopper.stopping:
             for tp in self.consumer.committed(assigned, timeout=_TXN_OP_TIMEOUT):
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
@@ -419,7 +454,11 @@ class Router:
             except Exception as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
         if self.producer is not None:
-            left = self.producer.flush(5.0)
-            if left:
-                log.warning("records left unflushed at exit", extra={"count": left})
+            try:
+                left = self.producer.flush(5.0)
+            except KafkaException as exc:  # a fenced or otherwise failed producer: nothing to send
+                log.warning("final flush failed", extra={"error": str(exc.args[0])})
+            else:
+                if left:
+                    log.warning("records left unflushed at exit", extra={"count": left})
         log.info("consumer stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -11,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 
-from loginpipe.exceptions import DependencyUnavailable
+from loginpipe.exceptions import ConfigError, DependencyUnavailable
 from loginpipe.metrics import Metrics
 from loginpipe.settings import CommonSettings
 
@@ -83,6 +84,64 @@ def create_topics(
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise DependencyUnavailable(f"cannot create topic {topic}: {err.str()}") from None
     return created
+
+
+MAX_INSTANCES_PER_HOST = 64
+
+
+class TransactionalIdClaim:
+    """A transactional id that no other live process on this host (network namespace) holds.
+
+    Each candidate id is claimed by binding an abstract Unix socket named after it: the kernel
+    releases it when the process dies, however it dies, and no file is written (the pods run
+    with a read-only root filesystem). Without an explicit id the first free one of
+    ``<base>``, ``<base>-1``, ``<base>-2``... is taken, so a restarted consumer gets its old id
+    back (its init_transactions fences the dead process's open transaction at once) while two
+    consumers started side by side get two ids and never fence each other. An explicit id that
+    is already held is a configuration error.
+    """
+
+    def __init__(self, explicit: str, base: str) -> None:
+        self._sock: socket.socket | None = None
+        candidates = (
+            [explicit]
+            if explicit
+            else [base] + [f"{base}-{i}" for i in range(1, MAX_INSTANCES_PER_HOST)]
+        )
+        for candidate in candidates:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind("\0loginpipe-transactional-id:" + candidate)
+            except OSError:
+                sock.close()
+                continue
+            self._sock, self.transactional_id = sock, candidate
+            return
+        if explicit:
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_TRANSACTIONAL_ID={explicit!r} is in use by another consumer "
+                "on this host, and one id fences the other: give each consumer its own id, or "
+                "unset the variable for a unique default"
+            )
+        raise ConfigError(
+            f"{MAX_INSTANCES_PER_HOST} consumers already run on this host with default "
+            f"transactional ids ({base}-*): set LOGINPIPE_CONSUMER_TRANSACTIONAL_ID"
+        )
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+FENCING_CODES = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+def is_fenced(err: KafkaError) -> bool:
+    """True for the errors a producer gets once another one took its transactional id."""
+    return err.code() in FENCING_CODES
 
 
 class LagFromStats:

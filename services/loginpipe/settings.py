@@ -232,7 +232,8 @@ class ConsumerSettings(CommonSettings):
         "CONSUMER_TRANSACTIONAL_ID",
         "",
         "Transactional id; must be unique per running consumer and stable across its restarts "
-        "(default: loginpipe-consumer-<hostname>, the pod name on Kubernetes).",
+        "(default: loginpipe-consumer-<hostname>, the pod name on Kubernetes; a second consumer "
+        "on the same host takes loginpipe-consumer-<hostname>-1, and so on).",
     )
     batch_size: int = setting(
         "CONSUMER_BATCH_SIZE",
@@ -256,8 +257,9 @@ class ConsumerSettings(CommonSettings):
         maximum=900_000,
     )
 
-    def resolved_transactional_id(self) -> str:
-        return self.transactional_id or f"loginpipe-consumer-{_hostname()}"
+    def default_transactional_id(self) -> str:
+        """The base of the default id; ``kafka_io.TransactionalIdClaim`` makes it unique."""
+        return f"loginpipe-consumer-{_hostname()}"
 
 
 @dataclass(frozen=True)

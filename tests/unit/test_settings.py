@@ -134,11 +134,9 @@ def test_an_unknown_loginpipe_variable_is_reported_as_a_likely_typo() -> None:
 def test_the_transactional_id_defaults_to_the_host_name() -> None:
     import socket
 
-    assert load(ConsumerSettings, {}).resolved_transactional_id() == (
+    assert load(ConsumerSettings, {}).default_transactional_id() == (
         f"loginpipe-consumer-{socket.gethostname()}"
     )
-    s = load(ConsumerSettings, {"LOGINPIPE_CONSUMER_TRANSACTIONAL_ID": "tx-1"})
-    assert s.resolved_transactional_id() == "tx-1"
 
 
 def test_every_variable_is_documented_in_the_readme() -> None:
