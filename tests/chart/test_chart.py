@@ -18,7 +18,7 @@ from tests.e2e.test_dev_loop_files import by_name, skaffold_variants
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "loginpipe"
-LOCAL_HELM = ROOT / ".cache" / "go" / "bin" / "helm"
+LOCAL_HELM = ROOT / ".cache" / "tools" / "bin" / "helm"  # hack/tools.sh links the pinned one
 API_VERSIONS = ["monitoring.coreos.com/v1", "keda.sh/v1alpha1", "kafka.strimzi.io/v1"]
 SERVICES = ("generator", "consumer", "aggregator")
 PORTS = {"generator": 9101, "consumer": 9102, "aggregator": 9103}
@@ -593,3 +593,139 @@ def test_the_adapter_values_file_points_at_the_same_prometheus_as_skaffold() -> 
     release = by_name(skaffold_variants()["default"])["prometheus-adapter"]
     assert adapter["prometheus"]["url"] == release["setValues"]["prometheus.url"]
     assert str(adapter["prometheus"]["port"]) == release["setValues"]["prometheus.port"]
+
+
+# ---- names, bootstrap, grace periods, topic replicas (issue 7) ----------------------------
+
+
+def render_release(release: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [helm(), "template", release, str(CHART), "--namespace", "payments"]
+        + ["--kube-version", "1.33.0"]
+        + [arg for api in API_VERSIONS for arg in ("--api-versions", api)]
+        + (["--values", "-"] if values is not None else []),
+        input=json.dumps(values) if values is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HELM_CACHE_HOME": str(ROOT / ".cache/helm")},
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def strimzi_derived_names(objs: list[dict[str, Any]]) -> list[str]:
+    """The names Strimzi 1.2.0 gives what it creates for the chart's Kafka and node pool."""
+    kafka = next(o for o in objs if o["kind"] == "Kafka")["metadata"]["name"]
+    pool = next(o for o in objs if o["kind"] == "KafkaNodePool")
+    nodes = pool["spec"]["replicas"]
+    pods = [f"{kafka}-{pool['metadata']['name']}-{i}" for i in range(nodes)]
+    suffixes = ("kafka-bootstrap", "kafka-brokers", "entity-operator", "kafka-exporter")
+    secrets = ("cluster-ca-cert", "clients-ca-cert", "cluster-operator-certs")
+    return pods + [f"{kafka}-{s}" for s in (*suffixes, *secrets)]
+
+
+@pytest.mark.parametrize(
+    "release",
+    ["loginpipe", "team-payments-prod", "a-release-name-of-fifty-three-characters-abcdefghijk"],
+)
+def test_every_generated_name_reads_once_and_fits_kubernetes_limit(release: str) -> None:
+    assert len(release) <= 53  # helm's own limit on release names
+    objs = render_release(release, {"kafka": {"strimzi": {"replicas": 3}}})
+    names = [o["metadata"]["name"] for o in objs] + strimzi_derived_names(objs)
+    too_long = [n for n in names if len(n) > 63]
+    assert not too_long, too_long
+    for name in strimzi_derived_names(objs):
+        assert "kafka-kafka" not in name and name.count("loginpipe") <= 1, name
+
+
+def test_kafka_pods_are_named_fullname_kafka_id() -> None:
+    objs = render_release("team-payments-prod", {"kafka": {"strimzi": {"replicas": 3}}})
+    assert strimzi_derived_names(objs)[:3] == [
+        "team-payments-prod-loginpipe-kafka-0",
+        "team-payments-prod-loginpipe-kafka-1",
+        "team-payments-prod-loginpipe-kafka-2",
+    ]
+    config = by_kind(objs, "ConfigMap")["team-payments-prod-loginpipe-config"]["data"]
+    assert (
+        config["LOGINPIPE_KAFKA_BOOTSTRAP"] == "team-payments-prod-loginpipe-kafka-bootstrap:9092"
+    )
+
+
+def test_a_node_pool_name_that_makes_a_name_too_long_is_refused_at_render() -> None:
+    err = render_error(
+        {"fullnameOverride": "x" * 40, "kafka": {"strimzi": {"nodePoolName": "p" * 30}}}
+    )
+    assert "more than Kubernetes' 63" in err
+    assert "kafka.strimzi.nodePoolName" in err and "fullnameOverride" in err
+
+
+def test_keda_dials_kafka_by_a_name_that_resolves_from_its_own_namespace() -> None:
+    objs = render_release("loginpipe", {"autoscaling": {"mode": "keda"}})
+    scaled = next(o for o in objs if o["kind"] == "ScaledObject")
+    servers = scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"]
+    assert servers == "loginpipe-kafka-bootstrap.payments.svc:9092"
+    external = render_release(
+        "loginpipe",
+        {
+            "autoscaling": {"mode": "keda"},
+            "kafka": {"mode": "external", "external": {"bootstrap": "broker.example:9092"}},
+        },
+    )
+    scaled = next(o for o in external if o["kind"] == "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == "broker.example:9092"
+
+
+def test_each_grace_period_outlasts_its_services_longest_shutdown(default) -> None:
+    # consumer: commit (30 s budget) + abort on failure (30 s) + close (~10 s);
+    # generator: final flush (30 s) + close.
+    longest = {"consumer": 70, "generator": 30, "aggregator": 10}
+    deployments = by_kind(default, "Deployment")
+    for svc, seconds in longest.items():
+        grace = deployments[f"loginpipe-{svc}"]["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        assert grace > seconds, (svc, grace)
+
+
+def render_notes(tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it: rendered as a template of a copy of the chart."""
+    copy = tmp_path / "loginpipe"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "notes-as-template.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: "
+        '{{ include (print $.Template.BasePath "/NOTES.txt") . | toJson }}\n'
+    )
+    out = subprocess.run(
+        [
+            helm(),
+            "template",
+            "loginpipe",
+            str(copy),
+            *("--namespace", "lp", "--kube-version", "1.33.0"),
+            *("--show-only", "templates/notes-as-template.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HELM_CACHE_HOME": str(ROOT / ".cache/helm")},
+    )
+    assert out.returncode == 0, out.stderr
+    return str(yaml.safe_load(out.stdout)["data"]["notes"])
+
+
+def test_notes_select_strimzis_pods_by_strimzis_own_label(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path)
+    assert "-l strimzi.io/cluster=loginpipe" in notes
+    assert "-l app.kubernetes.io/instance=loginpipe" in notes  # the chart's own pods
+
+
+def test_topics_keep_their_own_min_insync_replicas_whatever_the_broker_count() -> None:
+    objs = render({"kafka": {"strimzi": {"replicas": 3}}, "topics": {"input": {"replicas": 1}}})
+    topics = {t["spec"]["topicName"]: t["spec"] for t in by_kind(objs, "KafkaTopic").values()}
+    assert topics["user-login"]["replicas"] == 1
+    assert topics["user-login"]["config"]["min.insync.replicas"] == 1
+    assert topics["user-login-processed"]["replicas"] == 3
+    assert topics["user-login-processed"]["config"]["min.insync.replicas"] == 2
+    kafka = next(o for o in objs if o["kind"] == "Kafka")
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2

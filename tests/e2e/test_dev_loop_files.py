@@ -1,8 +1,8 @@
 """Offline checks of the dev-loop files: Dockerfile, .dockerignore, skaffold.yaml, the kind config
 and hack/kind.sh. No cluster, no Docker: these run everywhere, CI included (not marked e2e).
 
-skaffold.yaml is validated against skaffold's own JSON schema for skaffold/v4beta14, kept in the
-shared folder beside the checkout (../shared/schemas); the kind config against a strict schema
+skaffold.yaml is validated against skaffold's own JSON schema for skaffold/v4beta14, vendored in
+k8s/vendor/schemas (see k8s/vendor/sources.json); the kind config against a strict schema
 written from kind's v1alpha4 Go types (kind itself rejects unknown fields).
 """
 
@@ -27,8 +27,7 @@ except ImportError:  # a dev dependency; CI must have it (require() fails there)
     jsonschema = None
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-SKAFFOLD_SCHEMA = SHARED / "schemas" / "skaffold-v4beta14.json"
+SKAFFOLD_SCHEMA = ROOT / "k8s" / "vendor" / "schemas" / "skaffold-v4beta14.json"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -56,10 +55,7 @@ def errors(schema: dict[str, Any], doc: Any) -> list[str]:
 
 
 def skaffold_schema() -> dict[str, Any]:
-    require(
-        SKAFFOLD_SCHEMA.is_file(),
-        f"skaffold's schema is missing: {SKAFFOLD_SCHEMA} (the shared folder beside the checkout)",
-    )
+    assert SKAFFOLD_SCHEMA.is_file(), f"skaffold's vendored schema is missing: {SKAFFOLD_SCHEMA}"
     schema: dict[str, Any] = json.loads(SKAFFOLD_SCHEMA.read_text())
     return schema
 
@@ -191,22 +187,65 @@ def test_the_schema_check_rejects_an_unknown_field() -> None:
     assert any("chartVersion" in e for e in errors(skaffold_schema(), cfg))
 
 
+def install_order(cfg: dict[str, Any]) -> list[str]:
+    """The order skaffold's helm deployer installs releases in (concurrency 1).
+
+    As skaffold's dependencygraph.go: a depth-first walk of the releases in the order listed,
+    each release after the releases it `dependsOn`, then grouped by dependency level, in that
+    order within a level.
+    """
+    graph = {r["name"]: list(r.get("dependsOn", [])) for r in releases(cfg)}
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...] = ()) -> None:
+        assert name in graph, f"dependsOn names {name}, which is not a release"
+        assert name not in path, f"dependency cycle through {name}"
+        if name in order:
+            return
+        for dep in graph[name]:
+            visit(dep, (*path, name))
+        order.append(name)
+
+    for name in graph:
+        visit(name)
+    level: dict[str, int] = {}
+    for name in order:
+        level[name] = max((level[d] + 1 for d in graph[name]), default=0)
+    return sorted(order, key=lambda n: level[n])  # stable: keeps the walk's order in a level
+
+
+def delete_order(cfg: dict[str, Any]) -> list[str]:
+    """`skaffold delete` (and Ctrl-C in `skaffold dev`) runs `helm delete` in the listed order."""
+    return [r["name"] for r in releases(cfg)]
+
+
 @pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
-def test_releases_come_after_the_releases_they_depend_on(variant: str) -> None:
+def test_releases_install_after_the_releases_they_depend_on(variant: str) -> None:
     cfg = skaffold_variants()[variant]
     assert cfg["deploy"]["helm"].get("concurrency", 1) == 1, "releases must install in order"
-    order = [r["name"] for r in releases(cfg)]
+    order = install_order(cfg)
     assert len(order) == len(set(order)), order
-    for i, r in enumerate(releases(cfg)):
-        for dep in r.get("dependsOn", []):
-            assert dep in order[:i], (
-                f"{r['name']} depends on {dep}, which is not installed before it"
-            )
+    for i, name in enumerate(order):
+        for dep in by_name(cfg)[name].get("dependsOn", []):
+            assert dep in order[:i], f"{name} depends on {dep}, which is not installed before it"
     # The chart renders Strimzi resources, so Strimzi comes first in every variant.
     assert order[0] == "strimzi" and order[-1] == "loginpipe"
     assert "strimzi" in by_name(cfg)["loginpipe"]["dependsOn"]
     if "kube-prometheus-stack" in order:
         assert "kube-prometheus-stack" in by_name(cfg)["loginpipe"]["dependsOn"]
+
+
+@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+def test_releases_are_deleted_before_the_releases_they_depend_on(variant: str) -> None:
+    # KEDA must outlive the ScaledObject (its finalizer), Strimzi the Kafka it tears down.
+    cfg = skaffold_variants()[variant]
+    order = delete_order(cfg)
+    assert order[0] == "loginpipe", order
+    for i, name in enumerate(order):
+        for dep in by_name(cfg)[name].get("dependsOn", []):
+            assert dep in order[i + 1 :], f"{name} depends on {dep}, which is deleted before it"
+    if variant == "keda":
+        assert order.index("loginpipe") < order.index("keda")
 
 
 def test_every_remote_chart_is_pinned_to_an_exact_version() -> None:
@@ -215,10 +254,13 @@ def test_every_remote_chart_is_pinned_to_an_exact_version() -> None:
         for r in releases(cfg):
             if "remoteChart" in r:
                 assert re.fullmatch(r"\d+\.\d+\.\d+", str(r.get("version", ""))), r["name"]
-                assert r["repo"].startswith("https://"), r["name"]
-                seen[r["remoteChart"]] = (r["repo"], r["version"])
+                if r["remoteChart"].startswith("oci://"):
+                    assert "repo" not in r, r["name"]  # an OCI reference is the whole address
+                else:
+                    assert r["repo"].startswith("https://"), r["name"]
+                seen[r["remoteChart"]] = (r.get("repo"), r["version"])
     assert seen == {
-        "strimzi-kafka-operator": ("https://strimzi.io/charts/", "1.2.0"),
+        "oci://quay.io/strimzi-helm/strimzi-kafka-operator": (None, "1.2.0"),
         "kube-prometheus-stack": ("https://prometheus-community.github.io/helm-charts", "88.6.5"),
         "prometheus-adapter": ("https://prometheus-community.github.io/helm-charts", "5.3.0"),
         "keda": ("https://kedacore.github.io/charts", "2.20.2"),
@@ -263,7 +305,12 @@ def test_every_chart_path_and_values_file_in_skaffold_exists() -> None:
 def test_the_profiles_switch_autoscaling_and_monitoring_as_documented() -> None:
     v = skaffold_variants()
     default, keda, minimal = (by_name(v[n]) for n in ("default", "keda", "minimal"))
-    assert list(default) == ["strimzi", "kube-prometheus-stack", "prometheus-adapter", "loginpipe"]
+    assert install_order(v["default"]) == [
+        "strimzi",
+        "kube-prometheus-stack",
+        "prometheus-adapter",
+        "loginpipe",
+    ]
     assert default["loginpipe"]["setValues"]["autoscaling.mode"] == "hpa"
     assert default["prometheus-adapter"]["setValues"]["prometheus.url"] == (
         "http://kube-prometheus-stack-prometheus.monitoring.svc"
@@ -271,11 +318,11 @@ def test_the_profiles_switch_autoscaling_and_monitoring_as_documented() -> None:
     for kind in ("serviceMonitor", "podMonitor", "prometheusRule", "grafanaDashboard"):
         assert default["loginpipe"]["setValues"][f"metrics.{kind}.enabled"] == "true"
 
-    assert list(keda) == ["strimzi", "kube-prometheus-stack", "keda", "loginpipe"]
+    assert install_order(v["keda"]) == ["strimzi", "kube-prometheus-stack", "keda", "loginpipe"]
     assert keda["keda"]["namespace"] == "keda"
     assert keda["loginpipe"]["setValues"]["autoscaling.mode"] == "keda"
 
-    assert list(minimal) == ["strimzi", "loginpipe"]
+    assert install_order(v["minimal"]) == ["strimzi", "loginpipe"]
     values = minimal["loginpipe"]["setValues"]
     assert values["autoscaling.mode"] == "none"
     assert {k: v for k, v in values.items() if k.startswith("metrics.")} == {

@@ -121,7 +121,7 @@ def test_redis_statefulset_is_ready_on_its_current_revision(cluster: Cluster) ->
 
 @pytest.mark.timeout(ROLLOUT_TIMEOUT + 60)
 def test_strimzi_reports_the_kafka_cluster_and_its_topics_ready(cluster: Cluster) -> None:
-    name = f"{cluster.fullname}-kafka"
+    name = cluster.fullname  # the Kafka CR is named after the release
     group, version = "kafka.strimzi.io", "v1"
     try:
         cluster.custom.get_namespaced_custom_object(

@@ -77,11 +77,14 @@ app.kubernetes.io/part-of: loginpipe
 
 {{/*
 Labels of the Strimzi custom resources (Kafka, KafkaNodePool, KafkaTopic, KafkaUser). Strimzi
-copies a CR's labels to the pods, Services and other objects it creates, except those matching
-STRIMZI_LABELS_EXCLUSION_PATTERN (default `^app.kubernetes.io/(?!part-of).*`): any other label
-that changes between releases (helm.sh/chart, commonLabels) would roll the Kafka brokers. So only
-the selector labels, part-of and managed-by; no version, no helm.sh/chart, no commonLabels.
-Call with (dict "ctx" $ "component" "kafka").
+copies a CR's labels onto the pods, Services and other objects it creates, except those matching
+STRIMZI_LABELS_EXCLUSION_PATTERN (default `^app.kubernetes.io/(?!part-of).*`), and sets its own
+`app.kubernetes.io/part-of: strimzi-<cluster>`. So none of the chart's app.kubernetes.io/* labels
+reach what Strimzi creates: select those objects by Strimzi's own labels (`strimzi.io/cluster`,
+`strimzi.io/name`, `strimzi.io/kind`), never by app.kubernetes.io/instance. Any copied label that
+changes between releases (helm.sh/chart, commonLabels) would roll the Kafka brokers, so the CRs
+carry only the selector labels, part-of and managed-by; no version, no helm.sh/chart, no
+commonLabels. Call with (dict "ctx" $ "component" "kafka").
 */}}
 {{- define "loginpipe.strimziLabels" -}}
 {{ include "loginpipe.selectorLabels" . }}
@@ -143,12 +146,47 @@ repository:tag, repository:tag@digest, repository@digest; a tag that already car
 
 {{/* ---------------------------------------------------------------- Kafka */}}
 
+{{/*
+The Kafka CR is named after the release (<fullname>), so what Strimzi derives from it reads once:
+Service <fullname>-kafka-bootstrap, pods <fullname>-<pool>-<id> (<fullname>-kafka-0 with the
+default pool name), <fullname>-entity-operator, Secret <fullname>-cluster-ca-cert.
+*/}}
 {{- define "loginpipe.kafka.clusterName" -}}
-{{- printf "%s-kafka" (include "loginpipe.fullname" .) -}}
+{{- include "loginpipe.fullname" . -}}
 {{- end -}}
 
 {{- define "loginpipe.kafka.poolName" -}}
-{{- printf "%s-kafka-pool" (include "loginpipe.fullname" .) -}}
+{{- .Values.kafka.strimzi.nodePoolName -}}
+{{- end -}}
+
+{{/* The object name of a KafkaTopic: the topic's name made a valid object name. */}}
+{{- define "loginpipe.kafka.topicObjectName" -}}
+{{- . | lower | replace "_" "-" | replace "." "-" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Replicas of one topic, from (dict "ctx" $ "key" "input"): the value if set; else, on an upgrade,
+what the installed KafkaTopic has (the Topic Operator cannot change a topic's replication factor
+without Cruise Control, which this chart does not run, so adding Kafka nodes must not change it);
+else, on the first install, min(3, kafka.strimzi.replicas).
+*/}}
+{{- define "loginpipe.kafka.topicReplicas" -}}
+{{- $t := index .ctx.Values.topics .key -}}
+{{- if not (kindIs "invalid" $t.replicas) -}}
+{{- $t.replicas | int -}}
+{{- else -}}
+{{- $installed := include "loginpipe.kafka.installedTopicReplicas" (dict "ctx" .ctx "key" .key) -}}
+{{- $installed | default (include "loginpipe.kafka.replicationFactor" .ctx) | int -}}
+{{- end -}}
+{{- end -}}
+
+{{/* spec.replicas of the installed KafkaTopic of (dict "ctx" $ "key" "input"), or empty. */}}
+{{- define "loginpipe.kafka.installedTopicReplicas" -}}
+{{- $t := index .ctx.Values.topics .key -}}
+{{- $existing := lookup "kafka.strimzi.io/v1" "KafkaTopic" .ctx.Release.Namespace (include "loginpipe.kafka.topicObjectName" $t.name) -}}
+{{- if and $existing (dig "spec" "replicas" nil $existing) -}}
+{{- dig "spec" "replicas" nil $existing | int -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "loginpipe.kafka.userName" -}}
@@ -165,6 +203,18 @@ repository:tag, repository:tag@digest, repository@digest; a tag that already car
 {{- .Values.kafka.external.bootstrap -}}
 {{- else -}}
 {{- printf "%s-kafka-bootstrap:%d" (include "loginpipe.kafka.clusterName" .) (ternary 9093 9092 .Values.kafka.strimzi.listener.tls | int) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Bootstrap servers as a client in another namespace must dial them (KEDA's operator dials from its
+own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is used as given.
+*/}}
+{{- define "loginpipe.kafka.bootstrapFromAnyNamespace" -}}
+{{- if eq .Values.kafka.mode "external" -}}
+{{- .Values.kafka.external.bootstrap -}}
+{{- else -}}
+{{- printf "%s-kafka-bootstrap.%s.svc:%d" (include "loginpipe.kafka.clusterName" .) .Release.Namespace (ternary 9093 9092 .Values.kafka.strimzi.listener.tls | int) -}}
 {{- end -}}
 {{- end -}}
 
@@ -405,9 +455,34 @@ Combinations the schema cannot express. Each message says which values to change
 {{- $nodes := int $v.kafka.strimzi.replicas -}}
 {{- range $key := list "input" "processed" "errors" -}}
 {{- $t := index $v.topics $key -}}
-{{- if and (not (kindIs "invalid" $t.replicas)) (gt (int $t.replicas) $nodes) -}}
-{{- $msgs = append $msgs (printf "topics.%s.replicas (%d) is greater than kafka.strimzi.replicas (%d): lower topics.%s.replicas or add Kafka nodes" $key (int $t.replicas) $nodes $key) -}}
+{{- $replicas := include "loginpipe.kafka.topicReplicas" (dict "ctx" $ "key" $key) | int -}}
+{{- $installed := include "loginpipe.kafka.installedTopicReplicas" (dict "ctx" $ "key" $key) -}}
+{{- if and $installed (ne (int $installed) $replicas) -}}
+{{- $msgs = append $msgs (printf "topics.%s.replicas (%d) differs from the installed topic's %s: Strimzi's Topic Operator changes a topic's replication factor only through Cruise Control, which this chart does not run, so set topics.%s.replicas=%s (or leave it null to keep it) and reassign the partitions with Kafka's tools if you must" $key $replicas $installed $key $installed) -}}
+{{- else if gt $replicas $nodes -}}
+{{- $msgs = append $msgs (printf "topics.%s.replicas (%d) is greater than kafka.strimzi.replicas (%d): lower topics.%s.replicas or add Kafka nodes" $key $replicas $nodes $key) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Every generated name must be a valid DNS label (63 characters), also those Strimzi derives. */ -}}
+{{- $fullname := include "loginpipe.fullname" . -}}
+{{- $generated := list (printf "%s-generator" $fullname) (printf "%s-consumer" $fullname) (printf "%s-aggregator" $fullname) (printf "%s-consumer-kafka" $fullname) (printf "%s-redis-0" $fullname) (printf "%s-config" $fullname) -}}
+{{- if eq $v.kafka.mode "strimzi" -}}
+{{- $c := include "loginpipe.kafka.clusterName" . -}}
+{{- $pool := include "loginpipe.kafka.poolName" . -}}
+{{- $lastId := sub (max 1 (int $v.kafka.strimzi.replicas)) 1 -}}
+{{- range $suffix := list (printf "%s-%d" $pool $lastId) $pool "kafka-bootstrap" "kafka-brokers" "entity-operator" "kafka-exporter" "cluster-ca-cert" "clients-ca-cert" "cluster-operator-certs" "kafka-metrics" -}}
+{{- $generated = append $generated (printf "%s-%s" $c $suffix) -}}
+{{- end -}}
+{{- $other := lookup "kafka.strimzi.io/v1" "KafkaNodePool" .Release.Namespace $pool -}}
+{{- $owner := dig "metadata" "labels" "strimzi.io/cluster" "" ($other | default dict) -}}
+{{- if and $other (ne $owner $c) -}}
+{{- $msgs = append $msgs (printf "the KafkaNodePool %s already exists in namespace %s for the Kafka cluster %s: node pool names are unique per namespace, so set kafka.strimzi.nodePoolName to another name for this release" $pool .Release.Namespace $owner) -}}
+{{- end -}}
+{{- end -}}
+{{- range $name := $generated -}}
+{{- if gt (len $name) 63 -}}
+{{- $msgs = append $msgs (printf "the generated name %s has %d characters, more than Kubernetes' 63: use a shorter release name, or set fullnameOverride (and a shorter kafka.strimzi.nodePoolName)" $name (len $name)) -}}
 {{- end -}}
 {{- end -}}
 {{- if eq $v.redis.mode "external" -}}
