@@ -162,32 +162,8 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$LOG_DIRS
 
-# Topics are created explicitly by the application.
-auto.create.topics.enable=false
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-
-# Internal topics: one replica, few partitions (fast startup / first use).
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=5
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=5
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=5
-
-# Consumer groups rebalance immediately (tests).
-group.initial.rebalance.delay.ms=0
-
-# Local dev retention: 24 h or 1 GiB per partition, 64 MiB segments.
-log.retention.hours=24
-log.retention.bytes=1073741824
-log.segment.bytes=67108864
-log.retention.check.interval.ms=60000
-num.recovery.threads.per.data.dir=1
 EOF
+  cat "$ROOT/hack/kafka/broker.properties" >>"$CONFIG_FILE"
   if [[ -n "$KAFKA_EXTRA_CONFIG" ]]; then
     printf '\n# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG" >>"$CONFIG_FILE"
   fi

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Build what the project's local Kubernetes runs, from the package registries alone:
+#
+#   hack/local-cluster/build.sh binaries   Kubernetes (apiserver, controller-manager, scheduler,
+#                                          kubelet, kube-proxy, kubectl), etcd and CoreDNS from
+#                                          the Go module proxy
+#   hack/local-cluster/build.sh images     the container images: a Debian base standing in for
+#                                          python:3.11-slim-bookworm, loginpipe from this
+#                                          repository's Dockerfile, Redis, Kafka, CoreDNS, pause
+#   hack/local-cluster/build.sh all        both (what `make cluster-up` runs)
+#   hack/local-cluster/build.sh path       print the folder of the binaries
+#
+# Everything is cached under ~/.cache/loginpipe/cluster (LOGINPIPE_HOME_CACHE), keyed by the
+# versions in hack/versions.env (and, for images, by their inputs), so a second run, or a fresh
+# clone on the same machine, rebuilds only what changed: the loginpipe image, when the code did.
+# A cold build of the binaries takes about 15 minutes on 2 cores (Go's own caches under $HOME).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../versions.env
+. "$ROOT/hack/versions.env"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/hack/local-cluster/lib.sh"
+
+# ---- binaries -----------------------------------------------------------------------------------
+
+# The version stamp every Kubernetes binary carries (without it the server says v0.0.0-master
+# and a chart's kubeVersion check fails).
+k8s_ldflags() {
+  local v="v$LOCAL_K8S_VERSION" major minor flags="" pkg
+  major="${LOCAL_K8S_VERSION%%.*}"
+  minor="$(cut -d. -f2 <<<"$LOCAL_K8S_VERSION")"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "-s -w$flags"
+}
+
+build_kubernetes() {
+  local out="$BIN_DIR/kubernetes-v$LOCAL_K8S_VERSION" work="$BUILD_DIR/kubernetes-v$LOCAL_K8S_VERSION"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+  if [[ -f "$out/.built" ]]; then return 0; fi
+  say "building Kubernetes v$LOCAL_K8S_VERSION (${cmds[*]}) from the Go module proxy: ~15 min cold ..."
+  mkdir -p "$work" "$out"
+  local gomod staging_minor="0.${LOCAL_K8S_VERSION#*.}"
+  gomod="$(cd "$work" && go mod download -json "k8s.io/kubernetes@v$LOCAL_K8S_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
+  [[ -f "$gomod" ]] || die "go mod download k8s.io/kubernetes@v$LOCAL_K8S_VERSION gave no go.mod"
+  {
+    echo "module loginpipe.local/kubernetes-build"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p' "$gomod" | head -1
+    echo
+    echo "require k8s.io/kubernetes v$LOCAL_K8S_VERSION"
+    echo
+    # k8s.io/kubernetes replaces its staging modules with ./staging/...: point them at the
+    # published modules of the same release instead.
+    sed -n 's#^\s*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*$#replace \1 => \1 v'"$staging_minor"'#p' "$gomod"
+  } >"$work/go.mod"
+  {
+    echo "//go:build tools"
+    echo
+    echo "package tools"
+    echo
+    echo "import ("
+    for c in "${cmds[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$c\""; done
+    echo ")"
+  } >"$work/tools.go"
+  (
+    cd "$work"
+    GOFLAGS=-mod=mod go mod tidy
+    for c in "${cmds[@]}"; do
+      say "  go build $c"
+      CGO_ENABLED=0 go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out/$c" "k8s.io/kubernetes/cmd/$c"
+    done
+  )
+  "$out/kube-apiserver" --version | grep -qx "Kubernetes v$LOCAL_K8S_VERSION" ||
+    die "kube-apiserver reports '$("$out/kube-apiserver" --version)', not v$LOCAL_K8S_VERSION"
+  # pause.c, the sandbox's init, from the same module (compiled statically in build_images).
+  cp "$(go env GOMODCACHE)/k8s.io/kubernetes@v$LOCAL_K8S_VERSION/build/pause/linux/pause.c" "$out/pause.c"
+  chmod u+w "$out/pause.c"
+  touch "$out/.built"
+}
+
+build_etcd() {
+  local out="$BIN_DIR/etcd-v$LOCAL_ETCD_VERSION" work="$BUILD_DIR/etcd-v$LOCAL_ETCD_VERSION" m
+  if [[ -f "$out/.built" ]]; then return 0; fi
+  say "building etcd v$LOCAL_ETCD_VERSION ..."
+  mkdir -p "$work" "$out"
+  {
+    echo "module loginpipe.local/etcd-build"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require go.etcd.io/etcd/server/v3 v$LOCAL_ETCD_VERSION"
+    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+      echo "replace go.etcd.io/etcd/$m => go.etcd.io/etcd/$m v$LOCAL_ETCD_VERSION"
+    done
+  } >"$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$work/tools.go"
+  (
+    cd "$work"
+    GOFLAGS=-mod=mod go mod tidy
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+  )
+  "$out/etcd" --version | grep -q "etcd Version: $LOCAL_ETCD_VERSION" || die "etcd reports the wrong version"
+  touch "$out/.built"
+}
+
+build_coredns() {
+  local out="$BIN_DIR/coredns-v$LOCAL_COREDNS_VERSION"
+  if [[ -f "$out/.built" ]]; then return 0; fi
+  say "building CoreDNS v$LOCAL_COREDNS_VERSION ..."
+  mkdir -p "$out"
+  CGO_ENABLED=0 GOBIN="$out" GOFLAGS=-modcacherw go install -trimpath -ldflags "-s -w" \
+    "github.com/coredns/coredns@v$LOCAL_COREDNS_VERSION"
+  "$out/coredns" -version | grep -q "CoreDNS-$LOCAL_COREDNS_VERSION" || die "coredns reports the wrong version"
+  touch "$out/.built"
+}
+
+cmd_binaries() {
+  command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's binaries (go >= 1.24)"
+  mkdir -p "$BIN_DIR" "$BUILD_DIR"
+  build_kubernetes
+  build_etcd
+  build_coredns
+  say "binaries ready under $BIN_DIR"
+}
+
+# ---- images -------------------------------------------------------------------------------------
+
+# shellcheck source-path=SCRIPTDIR source=images.sh
+. "$ROOT/hack/local-cluster/images.sh"
+
+case "${1:-}" in
+  binaries) cmd_binaries ;;
+  images) cmd_images ;;
+  all) cmd_binaries && cmd_images ;;
+  path) echo "$BIN_DIR" ;;
+  *)
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
