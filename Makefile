@@ -86,15 +86,15 @@ lint: venv ## ruff and mypy --strict on the code, shellcheck on the scripts (whe
 	MYPYPATH=services $(VENV)/bin/mypy --strict bench --exclude bench/peers
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) charts/loginpipe/tests/readme.py --check
-	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
+	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh hack/local-cluster/*.sh .ci/run; else echo "shellcheck not installed: skipped"; fi
 
 .PHONY: test-unit
 test-unit: venv ## unit tests only (no broker needed)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: deps ## every test: unit, then integration on a real Kafka and Redis the session starts
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+test: deps ## every test but the cluster's: unit, chart, integration on a real Kafka and Redis
+	$(PY) -m pytest tests -m "not cluster" $(PYTEST_ARGS)
 
 # ---- benchmark ------------------------------------------------------------------------------
 BENCH_ARGS ?=
@@ -138,6 +138,19 @@ dev: ## skaffold dev on the kind cluster: build, install, port-forward, rebuild 
 .PHONY: test-e2e
 test-e2e: venv ## end-to-end tests against the deployed release (skip without a cluster)
 	$(PY) -m pytest tests/e2e -m e2e -rs
+
+# ---- the project's own Kubernetes (hack/local-cluster) ------------------------------------------
+.PHONY: cluster-up
+cluster-up: venv tools ## a real single-node Kubernetes in its own network namespace, images from ./Dockerfile (root)
+	hack/local-cluster/cluster.sh up
+
+.PHONY: cluster-test
+cluster-test: venv tools ## the chart on that cluster: dry runs, install, probes, exact counts, helm test/upgrade/uninstall
+	$(PY) -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
+
+.PHONY: cluster-down
+cluster-down: ## stop the local cluster, remove its namespace and state, restore the host
+	hack/local-cluster/cluster.sh down
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches (keeps downloaded jars in .cache)
