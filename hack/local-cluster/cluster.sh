@@ -428,6 +428,9 @@ cmd_up() {
   "$ROOT/hack/local-cluster/build.sh" all
   [[ -x "$(K8S_BIN kube-apiserver)" && -x "$ETCD_BIN" ]] || die "binaries missing after the build"
   local started=$SECONDS
+  if ip netns list 2>/dev/null | grep -qw "$NETNS" && ! pid_of etcd >/dev/null; then
+    die "network namespace $NETNS exists but no cluster of this checkout runs in it: another checkout's local cluster is up (run its \`make cluster-down\`), or a crashed one left it (ip netns delete $NETNS)"
+  fi
   mkdir -p "$STATE_DIR" "$RUN" "$LOGS"
   save_host_state
   net_up
