@@ -144,7 +144,7 @@ class Router:
             if self.in_txn:
                 self._commit()
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
+            err: KafkaError = self._underlying(exc.args[0])
             if not is_fenced(err):
                 if self.in_txn and self.exactly_once:
                     self._abort_quietly()
@@ -167,6 +167,22 @@ class Router:
             self._close()
             if self.claim is not None:
                 self.claim.release()
+
+    def _underlying(self, err: KafkaError) -> KafkaError:
+        """The real error behind librdkafka's generic fatal one.
+
+        Once the producer is in its fatal state, ``produce()`` raises only ``_FATAL`` ("Local:
+        Fatal error"); a transactional call raises the error that made it fatal (``_FENCED``,
+        say), at once and without a request (measured on librdkafka 2.16).
+        """
+        if err.code() != KafkaError._FATAL or self.producer is None or not self.exactly_once:
+            return err
+        try:
+            self.producer.abort_transaction(1.0)
+        except KafkaException as exc:
+            underlying: KafkaError = exc.args[0]
+            return underlying
+        return err
 
     def _loop(self) -> None:
         assert self.consumer is not None

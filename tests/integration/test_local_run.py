@@ -257,3 +257,38 @@ def test_a_fenced_consumer_stops_with_a_message_naming_the_setting(make_pipeline
     # Nothing the fenced consumer routed was committed: the input is still all there to route.
     assert pl.read_all(pl.processed) == []
     assert truth.valid > 0
+
+
+def test_a_producer_fatal_error_is_traced_to_its_fencing(make_pipeline) -> None:
+    # Once fenced, librdkafka's produce() says only "_FATAL"; the consumer must still see that
+    # it was fenced (and so exit 2 naming the setting), whichever call met the error first.
+    from confluent_kafka import KafkaError, KafkaException
+
+    from loginpipe.consumer import Router
+    from loginpipe.metrics import Metrics
+    from loginpipe.runtime import Health, Stopper
+    from loginpipe.settings import ConsumerSettings, load
+
+    pl = make_pipeline(partitions=1)
+    txn_id = f"fence-probe-{pl.id}"
+    fenced = Producer({"bootstrap.servers": pl.bootstrap, "transactional.id": txn_id})
+    fenced.init_transactions(30)
+    fenced.begin_transaction()
+    fenced.produce(pl.input, b"x")
+    assert fenced.flush(30) == 0
+    newer = Producer({"bootstrap.servers": pl.bootstrap, "transactional.id": txn_id})
+    newer.init_transactions(30)
+
+    def produce_until_fatal() -> KafkaError | None:
+        try:
+            fenced.produce(pl.errors, b"y")
+            fenced.poll(0.1)
+        except KafkaException as exc:
+            return exc.args[0] if exc.args[0].code() == KafkaError._FATAL else None
+        return None
+
+    generic = wait_for("produce() to report the generic fatal error", produce_until_fatal, 30)
+    metrics = Metrics("consumer")
+    router = Router(load(ConsumerSettings, pl.env), metrics, Health(metrics), Stopper())
+    router.producer = fenced
+    assert router._underlying(generic).code() == KafkaError._FENCED
