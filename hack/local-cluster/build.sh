@@ -118,12 +118,78 @@ build_coredns() {
   touch "$out/.built"
 }
 
+# Commands of a Go module whose go.mod has replace directives (`go install` refuses those): the
+# module's own source from the proxy, built as the main module with its go.sum.
+build_module_cmds() { # NAME MODULE VERSION LDFLAGS CMD-DIR...
+  local name="$1" module="$2" version="$3" ldflags="$4" out dir work
+  shift 4
+  out="$BIN_DIR/$name-v$version"
+  if [[ -f "$out/.built" ]]; then return 0; fi
+  say "building $name v$version ($*) from the Go module proxy ..."
+  work="$BUILD_DIR/$name-v$version"
+  dir="$(cd "$BUILD_DIR" && go mod download -json "$module@v$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$dir" ]] || die "go mod download $module@v$version failed"
+  rm -rf "$work" && mkdir -p "$work" "$out"
+  cp -r "$dir/." "$work/" && chmod -R u+w "$work"
+  # A replace that points into a nested module (its own go.mod, so not in this module's zip)
+  # becomes a requirement of that module at the same version, as published.
+  local mod path
+  while read -r mod path; do
+    [[ -n "$mod" && ! -d "$work/$path" ]] || continue
+    (cd "$work" && go mod edit -dropreplace="$mod" -require="$mod@v$version")
+  done < <(cd "$work" && go mod edit -json |
+    python3 -c 'import json,sys; [print(r["Old"]["Path"], r["New"]["Path"]) for r in json.load(sys.stdin).get("Replace") or [] if r["New"]["Path"].startswith("./")]')
+  local pkgs=() c
+  for c in "$@"; do pkgs+=("./$c"); done
+  (cd "$work" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" -o "$out/" "${pkgs[@]}")
+  for c in "$@"; do [[ -x "$out/$(basename "$c")" ]] || die "$name: $c was not built"; done
+  rm -rf "$work"
+  touch "$out/.built"
+}
+
+module_dir() { # MODULE VERSION -> the module's folder in Go's module cache
+  (cd "$BUILD_DIR" && go mod download -json "$1@v$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+}
+
+build_monitoring_and_autoscaling() {
+  local keda_out="$BIN_DIR/keda-v$LOCAL_KEDA_VERSION"
+  local po_out="$BIN_DIR/prometheus-operator-v$LOCAL_PROMETHEUS_OPERATOR_VERSION" dir
+  build_module_cmds keda github.com/kedacore/keda/v2 "$LOCAL_KEDA_VERSION" \
+    "-X github.com/kedacore/keda/v2/version.Version=$LOCAL_KEDA_VERSION -X github.com/kedacore/keda/v2/version.GitCommit=v$LOCAL_KEDA_VERSION" \
+    cmd/operator cmd/adapter
+  build_module_cmds prometheus-operator github.com/prometheus-operator/prometheus-operator \
+    "$LOCAL_PROMETHEUS_OPERATOR_VERSION" \
+    "-X github.com/prometheus/common/version.Version=$LOCAL_PROMETHEUS_OPERATOR_VERSION" \
+    cmd/operator cmd/prometheus-config-reloader
+  build_module_cmds prometheus github.com/prometheus/prometheus "$(prometheus_module_version)" \
+    "-X github.com/prometheus/common/version.Version=$LOCAL_PROMETHEUS_VERSION" \
+    cmd/prometheus
+  # Their install manifests, from the same module versions: KEDA's `config/minimal` (CRDs,
+  # RBAC, operator, metrics API server; no admission webhooks) rendered by kubectl's kustomize,
+  # prometheus-operator's CRDs and its RBAC example.
+  if [[ ! -f "$keda_out/keda.yaml" ]]; then
+    dir="$(module_dir github.com/kedacore/keda/v2 "$LOCAL_KEDA_VERSION")"
+    "$(K8S_BIN kubectl)" kustomize "$dir/config/minimal" >"$keda_out/keda.yaml.tmp"
+    mv "$keda_out/keda.yaml.tmp" "$keda_out/keda.yaml"
+  fi
+  if [[ ! -d "$po_out/manifests" ]]; then
+    dir="$(module_dir github.com/prometheus-operator/prometheus-operator "$LOCAL_PROMETHEUS_OPERATOR_VERSION")"
+    mkdir -p "$po_out/manifests.tmp/crds" "$po_out/manifests.tmp/operator"
+    cp "$dir"/example/prometheus-operator-crd/*.yaml "$po_out/manifests.tmp/crds/"
+    cp "$dir"/example/rbac/prometheus-operator/prometheus-operator-{cluster-role,cluster-role-binding,deployment,service-account,service}.yaml \
+      "$po_out/manifests.tmp/operator/"
+    chmod -R u+w "$po_out/manifests.tmp"
+    mv "$po_out/manifests.tmp" "$po_out/manifests"
+  fi
+}
+
 cmd_binaries() {
   command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's binaries (go >= 1.24)"
   mkdir -p "$BIN_DIR" "$BUILD_DIR"
   build_kubernetes
   build_etcd
   build_coredns
+  build_monitoring_and_autoscaling
   say "binaries ready under $BIN_DIR"
 }
 
@@ -135,7 +201,11 @@ cmd_binaries() {
 case "${1:-}" in
   binaries) cmd_binaries ;;
   images) cmd_images ;;
-  all) cmd_binaries && cmd_images ;;
+  all)
+    # (not `cmd_binaries && cmd_images`: set -e does not apply left of &&)
+    cmd_binaries
+    cmd_images
+    ;;
   path) echo "$BIN_DIR" ;;
   *)
     sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

@@ -7,8 +7,9 @@
 #               controller-manager, scheduler, containerd, kubelet and kube-proxy inside the
 #               network namespace `loginpipe-k8s`; import the images; install cluster DNS
 #               (CoreDNS), a default StorageClass with pre-made volumes, the vendored CRDs
-#               (Strimzi, prometheus-operator, KEDA) and a single-node Kafka in namespace
-#               `kafka`; wait until everything is Ready. Idempotent.
+#               (Strimzi, prometheus-operator, KEDA), a single-node Kafka in namespace `kafka`,
+#               KEDA (namespace `keda`) and prometheus-operator with a Prometheus (namespace
+#               `monitoring`); wait until everything is Ready. Idempotent.
 #   down        stop every process it started (by pid), remove the pods' containers, mounts,
 #               namespaces and cgroups, restore the sysctls the kubelet changed, delete the
 #               namespace (and with it the bridge, the veth pair and the iptables rules) and
@@ -44,6 +45,14 @@ HOST_DIRS=(/var/log/pods /var/log/containers /run/netns /var/lib/cni /etc/cni /o
 # nsenter joins only the network namespace: kubelet, containerd and the pods must share the
 # host's mount namespace (`ip netns exec` would give each its own, hiding volume mounts).
 in_ns() { nsenter --net="/run/netns/$NETNS" "$@"; }
+
+# Write stdin to FILE only if it differs: a running kube-proxy (and kubelet) restarts or exits
+# when its config file changes, so a second `up` must leave identical files alone.
+write_if_changed() { # FILE
+  local tmp="$1.new"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
 kctl() { "$(K8S_BIN kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # ---- certificates -------------------------------------------------------------------------------
@@ -276,7 +285,7 @@ snapshotter() {
 
 start_containerd() {
   mkdir -p "$CTRD" "$CTRD_ROOT" "$STATE_DIR/cni/net.d" "$STATE_DIR/cni/ipam"
-  cat >"$STATE_DIR/cni/net.d/10-loginpipe.conflist" <<EOF
+  write_if_changed "$STATE_DIR/cni/net.d/10-loginpipe.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "loginpipe",
@@ -298,7 +307,7 @@ start_containerd() {
   ]
 }
 EOF
-  cat >"$CTRD/config.toml" <<EOF
+  write_if_changed "$CTRD/config.toml" <<EOF
 version = 2
 root = "$CTRD_ROOT"
 state = "$CTRD/state"
@@ -351,7 +360,7 @@ start_kubelet() {
     mount --make-rshared "$KUBELET_ROOT"
   fi
   echo "nameserver 127.0.0.1" >"$STATE_DIR/resolv.conf"
-  cat >"$STATE_DIR/kubelet.yaml" <<EOF
+  write_if_changed "$STATE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -385,7 +394,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat >"$STATE_DIR/kube-proxy.yaml" <<EOF
+  write_if_changed "$STATE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $STATE_DIR/kube-proxy.conf}
@@ -415,11 +424,45 @@ addons() {
   for crd in "$ROOT"/k8s/vendor/crds/*/*.yaml; do
     kctl apply --server-side --force-conflicts -f "$crd" >/dev/null
   done
+  addons_autoscaling_and_monitoring
   wait_until 120 "the node to be Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
   kctl -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null ||
     die "CoreDNS did not become ready: kubectl -n kube-system describe pods"
   kctl -n kafka rollout status statefulset/kafka --timeout=300s >/dev/null ||
     die "Kafka did not become ready: kubectl -n kafka logs kafka-0"
+  local d
+  for d in keda/keda-operator keda/keda-metrics-apiserver monitoring/prometheus-operator; do
+    kctl -n "${d%%/*}" rollout status "deploy/${d#*/}" --timeout=180s >/dev/null ||
+      die "${d#*/} did not become ready: kubectl -n ${d%%/*} logs deploy/${d#*/}"
+  done
+  wait_until 180 "KEDA's external metrics API (APIService v1beta1.external.metrics.k8s.io) to be Available" \
+    kctl wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=5s
+  wait_until 180 "Prometheus (monitoring/prometheus-kube-prometheus-stack-prometheus-0) to be Ready" \
+    kctl -n monitoring wait --for=condition=Ready pod/prometheus-kube-prometheus-stack-prometheus-0 --timeout=5s
+}
+
+# KEDA (operator and external metrics API server) and prometheus-operator with a Prometheus,
+# from the manifests of their Go modules (build.sh), with the images built here.
+addons_autoscaling_and_monitoring() {
+  local keda="$BIN_DIR/keda-v$LOCAL_KEDA_VERSION" po="$BIN_DIR/prometheus-operator-v$LOCAL_PROMETHEUS_OPERATOR_VERSION"
+  sed -e "s#image: ghcr.io/kedacore/keda:.*#image: localhost/loginpipe-keda:$LOCAL_KEDA_VERSION#" \
+    -e "s#image: ghcr.io/kedacore/keda-metrics-apiserver:.*#image: localhost/loginpipe-keda-metrics-apiserver:$LOCAL_KEDA_VERSION#" \
+    -e "s#imagePullPolicy: Always#imagePullPolicy: Never#" "$keda/keda.yaml" |
+    kctl apply --server-side --force-conflicts -f - >/dev/null
+  kctl create namespace monitoring --dry-run=client -o yaml | kctl apply -f - >/dev/null
+  local f
+  for f in "$po"/manifests/crds/*.yaml; do
+    kctl apply --server-side --force-conflicts -f "$f" >/dev/null
+  done
+  for f in "$po"/manifests/operator/*.yaml; do printf -- '---\n' && cat "$f"; done |
+    sed -e "s#namespace: default#namespace: monitoring#" \
+      -e "s#image: quay.io/prometheus-operator/prometheus-operator:.*#image: localhost/loginpipe-prometheus-operator:$LOCAL_PROMETHEUS_OPERATOR_VERSION\n        imagePullPolicy: Never#" \
+      -e "s#--prometheus-config-reloader=.*#--prometheus-config-reloader=localhost/loginpipe-prometheus-config-reloader:$LOCAL_PROMETHEUS_OPERATOR_VERSION#" |
+    kctl apply --server-side --force-conflicts -f - >/dev/null
+  wait_until 120 "the Prometheus CRD" kctl wait --for=condition=Established crd/prometheuses.monitoring.coreos.com --timeout=5s
+  sed -e "s#@PROMETHEUS_IMAGE@#localhost/loginpipe-prometheus:$LOCAL_PROMETHEUS_VERSION#" \
+    -e "s#@PROMETHEUS_VERSION@#$LOCAL_PROMETHEUS_VERSION#" "$ROOT/hack/local-cluster/monitoring.yaml" |
+    kctl apply --server-side --force-conflicts -f - >/dev/null
 }
 
 cmd_up() {

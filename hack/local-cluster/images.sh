@@ -15,6 +15,9 @@
 #   localhost/loginpipe-kafka:<kafka version>        a Debian JRE + the Kafka jars of hack/kafka.sh
 #   localhost/loginpipe-coredns:<version>            the CoreDNS binary built by build.sh
 #   registry.k8s.io/pause:3.10                       pause.c from the Kubernetes module, static
+#   localhost/loginpipe-keda, -keda-metrics-apiserver, -prometheus-operator,
+#   -prometheus-config-reloader, -prometheus          the binaries build.sh built from their Go
+#       modules (KEDA, prometheus-operator, Prometheus), each alone in its image
 
 DEBIAN_MIRROR="${LOCAL_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BUILDAH_ROOT="$CLUSTER_CACHE/buildah/root"
@@ -24,6 +27,9 @@ REDIS_IMAGE="localhost/loginpipe-redis:7-$LOCAL_DEBIAN_SUITE"
 KAFKA_IMAGE="localhost/loginpipe-kafka:$KAFKA_VERSION"
 COREDNS_IMAGE="localhost/loginpipe-coredns:$LOCAL_COREDNS_VERSION"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
+KEDA_IMAGE="localhost/loginpipe-keda:$LOCAL_KEDA_VERSION"
+KEDA_METRICS_IMAGE="localhost/loginpipe-keda-metrics-apiserver:$LOCAL_KEDA_VERSION"
+PROMETHEUS_IMAGE="localhost/loginpipe-prometheus:$LOCAL_PROMETHEUS_VERSION"
 
 bah() {
   buildah --root "$BUILDAH_ROOT" --runroot "$BUILDAH_RUNROOT" --storage-driver "$(storage_driver)" "$@"
@@ -194,15 +200,38 @@ build_kafka_image() {
   save_archive kafka "$KAFKA_IMAGE" "$key"
 }
 
-# An image of one static binary at /NAME, run as its entrypoint.
-binary_image() { # NAME IMAGE BINARY KEY [buildah config args...]
-  local name="$1" image="$2" binary="$3" key="$4" work="$CLUSTER_CACHE/rootfs/$1-work"
-  shift 4
-  rm -rf "$work" && mkdir -p "$work"
-  install -m 0755 "$binary" "$work/$name"
-  image_from_rootfs "$image" "$work" --entrypoint "[\"/$name\"]" "$@"
+# An image of one static binary at PATH, run as its entrypoint (no shell, no libc).
+binary_image() { # NAME IMAGE BINARY PATH KEY [buildah config args...]
+  local name="$1" image="$2" binary="$3" path="$4" key="$5" work="$CLUSTER_CACHE/rootfs/$1-work"
+  shift 5
+  rm -rf "$work" && mkdir -p "$work$(dirname "$path")" "$work/tmp"
+  chmod 1777 "$work/tmp"
+  install -m 0755 "$binary" "$work$path"
+  image_from_rootfs "$image" "$work" --entrypoint "[\"$path\"]" "$@"
   rm -rf "$work"
   save_archive "$name" "$image" "$key"
+}
+
+# An image of one command that build.sh built from a Go module, run as nobody by default.
+module_image() { # BINARY IMAGE PATH-IN-IMAGE
+  local binary="$1" image="$2" path="$3" name key
+  name="$(basename "${image%%:*}")"
+  key="$name $(recipe binary_image) $(cksum <"$binary")"
+  archive_fresh "$name" "$key" && return 0
+  say "image $image ..."
+  binary_image "$name" "$image" "$binary" "$path" "$key" --user 65534:65534
+}
+
+build_monitoring_and_autoscaling_images() {
+  local keda="$BIN_DIR/keda-v$LOCAL_KEDA_VERSION" v="$LOCAL_PROMETHEUS_OPERATOR_VERSION"
+  local po="$BIN_DIR/prometheus-operator-v$LOCAL_PROMETHEUS_OPERATOR_VERSION"
+  module_image "$keda/operator" "$KEDA_IMAGE" /keda
+  module_image "$keda/adapter" "$KEDA_METRICS_IMAGE" /keda-adapter
+  module_image "$po/operator" "localhost/loginpipe-prometheus-operator:$v" /bin/operator
+  module_image "$po/prometheus-config-reloader" "localhost/loginpipe-prometheus-config-reloader:$v" \
+    /bin/prometheus-config-reloader
+  module_image "$BIN_DIR/prometheus-v$(prometheus_module_version)/prometheus" "$PROMETHEUS_IMAGE" \
+    /bin/prometheus
 }
 
 build_coredns_image() {
@@ -210,7 +239,7 @@ build_coredns_image() {
   key="coredns $(recipe build_coredns_image) $(recipe binary_image) $LOCAL_COREDNS_VERSION"
   if archive_fresh coredns "$key"; then return 0; fi
   say "image $COREDNS_IMAGE ..."
-  binary_image coredns "$COREDNS_IMAGE" "$COREDNS_BIN" "$key"
+  binary_image coredns "$COREDNS_IMAGE" "$COREDNS_BIN" /coredns "$key"
 }
 
 build_pause_image() {
@@ -222,7 +251,7 @@ build_pause_image() {
   mkdir -p "$(dirname "$out")"
   gcc -Os -static -DVERSION="v$LOCAL_K8S_VERSION" -o "$out" "$(K8S_BIN pause.c)"
   strip "$out"
-  binary_image pause "$PAUSE_IMAGE" "$out" "$key" --user 65535:65535
+  binary_image pause "$PAUSE_IMAGE" "$out" /pause "$key" --user 65535:65535
 }
 
 cmd_images() {
@@ -236,5 +265,6 @@ cmd_images() {
   build_app_image
   build_redis_image
   build_kafka_image
+  build_monitoring_and_autoscaling_images
   say "images ready under $IMAGE_DIR (buildah storage: $(storage_driver))"
 }

@@ -30,6 +30,13 @@ DNS_SERVICE_IP="10.96.0.10"
 CLUSTER_DOMAIN="cluster.local"
 
 K8S_BIN() { echo "$BIN_DIR/kubernetes-v$LOCAL_K8S_VERSION/$1"; }
+# Prometheus 3.M.P is the Go module github.com/prometheus/prometheus v0.3MM.P.
+prometheus_module_version() {
+  local minor patch
+  minor="$(cut -d. -f2 <<<"$LOCAL_PROMETHEUS_VERSION")"
+  patch="$(cut -d. -f3 <<<"$LOCAL_PROMETHEUS_VERSION")"
+  printf '0.3%02d.%d' "$minor" "$patch"
+}
 ETCD_BIN="$BIN_DIR/etcd-v$LOCAL_ETCD_VERSION/etcd"
 COREDNS_BIN="$BIN_DIR/coredns-v$LOCAL_COREDNS_VERSION/coredns"
 
