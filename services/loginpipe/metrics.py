@@ -34,7 +34,7 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         Info("loginpipe_build", "Version of the running service.", registry=r).info(
-            {"version": __version__, "service": service}
+            {"version": __version__, "component": service}
         )
         self.up = Gauge(
             "loginpipe_ready",

@@ -338,13 +338,28 @@ def test_nonsense_values_are_rejected_with_a_message_naming_them(
     assert fragment in render_error(values)
 
 
-def test_the_prometheus_rule_has_the_four_alerts(monitored) -> None:
+def test_the_prometheus_rule_has_the_five_alerts(monitored) -> None:
     [rule] = by_kind(monitored, "PrometheusRule").values()
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
-    assert len(alerts) >= 4
-    text = json.dumps(rule).lower()
-    for word in ("lag", "error", "stall", "down"):
-        assert word in text
+    assert alerts == {
+        "LoginpipeConsumerLagGrowing",
+        "LoginpipeErrorShareHigh",
+        "LoginpipeAggregatorStalled",
+        "LoginpipeConsumerBacklog",
+        "LoginpipeTargetDown",
+    }
+
+
+def test_the_backlog_alert_rests_on_the_services_own_lag_not_kafka_exporter(monitored) -> None:
+    [rule] = by_kind(monitored, "PrometheusRule").values()
+    [backlog] = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "LoginpipeConsumerBacklog"
+    ]
+    assert "loginpipe_consumer_lag_messages" in backlog["expr"]
+    assert "kafka_consumergroup" not in backlog["expr"]
 
 
 def test_a_helm_test_hook_checks_routing(default) -> None:
@@ -566,7 +581,7 @@ def _render_skaffold_release(variant: str) -> list[dict[str, Any]]:
     return render(None, *args)
 
 
-@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+@pytest.mark.parametrize("variant", ["default", "hpa", "minimal"])
 def test_the_dev_loop_drops_kafka_and_redis_data_together_on_uninstall(variant: str) -> None:
     """Ctrl-C in `skaffold dev` uninstalls: a kept Kafka PVC crash-loops the next broker (new
     cluster id), a kept Redis holds positions of a Kafka log that is gone. Both go, together."""
@@ -579,7 +594,7 @@ def test_the_dev_loop_drops_kafka_and_redis_data_together_on_uninstall(variant: 
     assert _topic_operator_env(objs)["STRIMZI_USE_FINALIZERS"] == "false"
 
 
-@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+@pytest.mark.parametrize("variant", ["default", "hpa", "minimal"])
 def test_the_dev_loop_judges_the_chart_by_the_status_check_not_helm_wait(variant: str) -> None:
     cfg = skaffold_variants()[variant]
     assert not by_name(cfg)["loginpipe"].get("wait", False)
@@ -590,7 +605,7 @@ def test_the_dev_loop_judges_the_chart_by_the_status_check_not_helm_wait(variant
 
 def test_the_adapter_values_file_points_at_the_same_prometheus_as_skaffold() -> None:
     adapter = yaml.safe_load((ROOT / "k8s" / "prometheus-adapter-values.yaml").read_text())
-    release = by_name(skaffold_variants()["default"])["prometheus-adapter"]
+    release = by_name(skaffold_variants()["hpa"])["prometheus-adapter"]
     assert adapter["prometheus"]["url"] == release["setValues"]["prometheus.url"]
     assert str(adapter["prometheus"]["port"]) == release["setValues"]["prometheus.port"]
 
@@ -729,3 +744,13 @@ def test_topics_keep_their_own_min_insync_replicas_whatever_the_broker_count() -
     assert topics["user-login-processed"]["config"]["min.insync.replicas"] == 2
     kafka = next(o for o in objs if o["kind"] == "Kafka")
     assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
+
+
+def test_a_scrape_timeout_longer_than_the_interval_is_refused() -> None:
+    # prometheus-operator drops such a ServiceMonitor (InvalidConfiguration): nothing scraped.
+    err = render_error({"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}})
+    assert "metrics.serviceMonitor.scrapeTimeout (10s)" in err and "interval (5s)" in err
+    ok = render(
+        {"metrics": {"serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "59s"}}}
+    )
+    assert by_kind(ok, "ServiceMonitor")

@@ -96,7 +96,7 @@ def apply_patches(doc: Any, patches: list[dict[str, Any]]) -> Any:
 
 
 def skaffold_variants() -> dict[str, dict[str, Any]]:
-    """The config as each profile makes it: {"default": ..., "keda": ..., "minimal": ...}."""
+    """The config as each profile makes it: {"default": ..., "hpa": ..., "minimal": ...}."""
     base = load_yaml("skaffold.yaml")
     variants = {"default": {k: v for k, v in base.items() if k != "profiles"}}
     for profile in base.get("profiles", []):
@@ -169,7 +169,7 @@ def from_images() -> list[str]:
 # ---- skaffold.yaml -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+@pytest.mark.parametrize("variant", ["default", "hpa", "minimal"])
 def test_skaffold_config_and_each_profile_validate_against_the_v4beta14_schema(
     variant: str,
 ) -> None:
@@ -219,7 +219,7 @@ def delete_order(cfg: dict[str, Any]) -> list[str]:
     return [r["name"] for r in releases(cfg)]
 
 
-@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+@pytest.mark.parametrize("variant", ["default", "hpa", "minimal"])
 def test_releases_install_after_the_releases_they_depend_on(variant: str) -> None:
     cfg = skaffold_variants()[variant]
     assert cfg["deploy"]["helm"].get("concurrency", 1) == 1, "releases must install in order"
@@ -235,7 +235,7 @@ def test_releases_install_after_the_releases_they_depend_on(variant: str) -> Non
         assert "kube-prometheus-stack" in by_name(cfg)["loginpipe"]["dependsOn"]
 
 
-@pytest.mark.parametrize("variant", ["default", "keda", "minimal"])
+@pytest.mark.parametrize("variant", ["default", "hpa", "minimal"])
 def test_releases_are_deleted_before_the_releases_they_depend_on(variant: str) -> None:
     # KEDA must outlive the ScaledObject (its finalizer), Strimzi the Kafka it tears down.
     cfg = skaffold_variants()[variant]
@@ -244,7 +244,7 @@ def test_releases_are_deleted_before_the_releases_they_depend_on(variant: str) -
     for i, name in enumerate(order):
         for dep in by_name(cfg)[name].get("dependsOn", []):
             assert dep in order[i + 1 :], f"{name} depends on {dep}, which is deleted before it"
-    if variant == "keda":
+    if variant == "default":
         assert order.index("loginpipe") < order.index("keda")
 
 
@@ -304,23 +304,31 @@ def test_every_chart_path_and_values_file_in_skaffold_exists() -> None:
 
 def test_the_profiles_switch_autoscaling_and_monitoring_as_documented() -> None:
     v = skaffold_variants()
-    default, keda, minimal = (by_name(v[n]) for n in ("default", "keda", "minimal"))
-    assert install_order(v["default"]) == [
+    default, hpa, minimal = (by_name(v[n]) for n in ("default", "hpa", "minimal"))
+    # KEDA by default: it reads the lag from Kafka, no adapter or exporter in the scaling path.
+    assert install_order(v["default"]) == ["strimzi", "kube-prometheus-stack", "keda", "loginpipe"]
+    assert default["keda"]["namespace"] == "keda"
+    assert default["loginpipe"]["setValues"]["autoscaling.mode"] == "keda"
+    for part in ("operator", "metricServer"):
+        values = default["keda"]["setValues"]
+        assert values[f"prometheus.{part}.serviceMonitor.enabled"] == "true"
+        assert (
+            values[f"prometheus.{part}.serviceMonitor.additionalLabels.release"]
+            == "kube-prometheus-stack"
+        )
+    for kind in ("serviceMonitor", "podMonitor", "prometheusRule", "grafanaDashboard"):
+        assert default["loginpipe"]["setValues"][f"metrics.{kind}.enabled"] == "true"
+
+    assert install_order(v["hpa"]) == [
         "strimzi",
         "kube-prometheus-stack",
         "prometheus-adapter",
         "loginpipe",
     ]
-    assert default["loginpipe"]["setValues"]["autoscaling.mode"] == "hpa"
-    assert default["prometheus-adapter"]["setValues"]["prometheus.url"] == (
+    assert hpa["loginpipe"]["setValues"]["autoscaling.mode"] == "hpa"
+    assert hpa["prometheus-adapter"]["setValues"]["prometheus.url"] == (
         "http://kube-prometheus-stack-prometheus.monitoring.svc"
     )
-    for kind in ("serviceMonitor", "podMonitor", "prometheusRule", "grafanaDashboard"):
-        assert default["loginpipe"]["setValues"][f"metrics.{kind}.enabled"] == "true"
-
-    assert install_order(v["keda"]) == ["strimzi", "kube-prometheus-stack", "keda", "loginpipe"]
-    assert keda["keda"]["namespace"] == "keda"
-    assert keda["loginpipe"]["setValues"]["autoscaling.mode"] == "keda"
 
     assert install_order(v["minimal"]) == ["strimzi", "loginpipe"]
     values = minimal["loginpipe"]["setValues"]

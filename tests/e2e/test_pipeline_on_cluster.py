@@ -170,7 +170,7 @@ def test_each_service_serves_metrics_and_reports_ready(cluster: Cluster, service
     samples = metrics(cluster, service)
     assert samples["loginpipe_ready"] == {(): 1.0}
     info = samples["loginpipe_build_info"]
-    assert [dict(labels)["service"] for labels in info] == [service]
+    assert [dict(labels)["component"] for labels in info] == [service]
 
 
 # ---- exact counts --------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def test_each_port_is_the_one_asked_for(make_pipeline, local_run) -> None:
             f"the {job}'s metrics on :{port}",
             lambda port=port: _get(urllib.request, f"http://127.0.0.1:{port}/metrics"),
         )
-        assert f'service="{job}"'.encode() in body, body[:500]
+        assert f'component="{job}"'.encode() in body, body[:500]
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 0
 

@@ -421,6 +421,17 @@ including it would make every `helm template` differ); a password given as a val
 
 {{/* ---------------------------------------------------------------- Validation */}}
 
+{{/* A Prometheus duration of whole units (90s, 1m30s, 2h) in seconds; 0 when it has another form. */}}
+{{- define "loginpipe.durationSeconds" -}}
+{{- $d := . | toString -}}
+{{- if regexMatch "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$" $d -}}
+{{- $h := regexFind "[0-9]+h" $d | trimSuffix "h" | default "0" | int -}}
+{{- $m := regexFind "[0-9]+m" $d | trimSuffix "m" | default "0" | int -}}
+{{- $s := regexFind "[0-9]+s" $d | trimSuffix "s" | default "0" | int -}}
+{{- add (mul $h 3600) (mul $m 60) $s -}}
+{{- else -}}0{{- end -}}
+{{- end -}}
+
 {{/*
 Combinations the schema cannot express. Each message says which values to change.
 */}}
@@ -491,6 +502,13 @@ Combinations the schema cannot express. Each message says which values to change
 {{- $msgs = append $msgs "redis.mode=external needs redis.external.url: set it to redis://host:port/db (the password goes in redis.external.existingSecret)" -}}
 {{- else if not (or (hasPrefix "redis://" $url) (hasPrefix "rediss://" $url)) -}}
 {{- $msgs = append $msgs (printf "redis.external.url=%q is not a Redis URL: set it to redis://host:port/db or rediss://host:port/db" $url) -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.metrics.serviceMonitor -}}
+{{- $interval := include "loginpipe.durationSeconds" .interval | int -}}
+{{- $timeout := include "loginpipe.durationSeconds" .scrapeTimeout | int -}}
+{{- if and .enabled (gt $timeout 0) (gt $interval 0) (gt $timeout $interval) -}}
+{{- $msgs = append $msgs (printf "metrics.serviceMonitor.scrapeTimeout (%s) is longer than metrics.serviceMonitor.interval (%s): prometheus-operator skips such a ServiceMonitor and nothing is scraped; set metrics.serviceMonitor.scrapeTimeout to at most the interval" .scrapeTimeout .interval) -}}
 {{- end -}}
 {{- end -}}
 {{- $names := list $v.topics.input.name $v.topics.processed.name $v.topics.errors.name -}}
