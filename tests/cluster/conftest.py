@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from loginpipe.events import GroundTruth, generate
 from tests.conftest import require, wait_for
 
 __all__ = ["wait_for"]  # the tests import it from here too
@@ -55,6 +57,20 @@ def tool(name: str) -> str:
     require(found is not None, f"{name} is not installed: {HOW}")
     assert found is not None
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ground_truth(count: int, seed: int, bad_share: float, start_time: int) -> GroundTruth:
+    """What `loginpipe generate` with these arguments produces: counts per device, by reason."""
+    truth = GroundTruth()
+    for ev in generate(count, seed=seed, bad_share=bad_share, start_time=start_time):
+        truth.add(ev)
+    return truth
 
 
 def app_image() -> str:
@@ -124,6 +140,33 @@ class Cluster:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def recycle_volumes(self, namespace: str) -> None:
+        """Make the pre-made volumes a deleted namespace's claims held available again.
+
+        The local cluster has no provisioner: its volumes are `Retain`ed, so a claim deleted
+        with its namespace leaves its volume `Released` for good. Emptied and unbound here, it
+        serves the next test (repeated runs on one cluster would otherwise run out).
+        """
+
+        def gone() -> bool:
+            try:
+                self.core.read_namespace(namespace)
+            except client.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(f"namespace {namespace} to be deleted", gone, 180, 1)
+        for pv in self.core.list_persistent_volume().items:
+            ref = pv.spec.claim_ref
+            if pv.status.phase != "Released" or ref is None or ref.namespace != namespace:
+                continue
+            folder = Path(pv.spec.host_path.path)
+            for child in folder.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self.core.patch_persistent_volume(
+                pv.metadata.name, [{"op": "remove", "path": "/spec/claimRef"}]
+            )
 
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -24,11 +23,12 @@ import pytest
 import yaml
 from kubernetes import client
 
-from loginpipe.events import GroundTruth, generate
 from tests.cluster.conftest import (
     CHART,
     Cluster,
     app_image,
+    free_port,
+    ground_truth,
     local_values,
     tool,
     values_file,
@@ -252,6 +252,7 @@ class Release:
     def delete(self) -> None:
         self.cluster.helm("uninstall", self.name, "-n", self.namespace, "--wait", check=False)
         self.cluster.delete_namespace(self.namespace)
+        self.cluster.recycle_volumes(self.namespace)
 
 
 @pytest.fixture
@@ -266,12 +267,6 @@ def release(cluster: Cluster, tmp_path: Path) -> Iterator[Any]:
     yield make
     for rel in made:
         rel.delete()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str) -> bytes | None:
@@ -320,7 +315,7 @@ def test_the_chart_runs_restricted_serves_metrics_passes_helm_test_and_upgrades_
             60,
         )
         text = body.decode()
-        assert 'loginpipe_build_info{service="consumer"' in text
+        assert 'loginpipe_build_info{component="consumer"' in text
         assert re.search(r"^loginpipe_events_valid_total\{", text, re.M), text[:2000]
     finally:
         forward.terminate()
@@ -372,13 +367,6 @@ def test_the_chart_runs_restricted_serves_metrics_passes_helm_test_and_upgrades_
     wait_for("the pods to be gone after the uninstall", lambda: sorted(left()) == kept, 120, 2)
 
 
-def expected_truth() -> GroundTruth:
-    truth = GroundTruth()
-    for ev in generate(COUNT, seed=SEED, bad_share=BAD_SHARE, start_time=START):
-        truth.add(ev)
-    return truth
-
-
 @pytest.mark.timeout(1500)
 def test_counts_are_exact_with_a_consumer_and_the_aggregator_killed_mid_stream(
     cluster: Cluster, release: Any
@@ -386,7 +374,7 @@ def test_counts_are_exact_with_a_consumer_and_the_aggregator_killed_mid_stream(
     rel = release("exact", generator={"enabled": False}, consumer={"replicaCount": 2})
     rel.install()
     rel.wait_ready(4)  # two consumers, the aggregator, Redis
-    truth = expected_truth()
+    truth = ground_truth(COUNT, SEED, BAD_SHARE, START)
 
     gen = rel.pod_spec(
         "generator-run",
