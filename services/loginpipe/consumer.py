@@ -35,6 +35,7 @@ from loginpipe.kafka_io import (
     check_kafka,
     consumer_base_config,
     is_fenced,
+    max_record_bytes,
     take,
 )
 from loginpipe.metrics import Metrics
@@ -45,6 +46,9 @@ from loginpipe.validation import DEVICE_TYPES, Invalid, Valid, validate
 log = logging.getLogger(__name__)
 
 _TXN_OP_TIMEOUT = 30.0
+# The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
+# are all cut away still needs about 1 KiB, plus the record's own overhead.
+MIN_ERROR_RECORD_BYTES = 4096
 # One header list per device type, built once and shared by every produced record.
 _DEVICE_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
     d: [(envelope.HEADER_DEVICE_TYPE, d.encode())] for d in DEVICE_TYPES
@@ -67,6 +71,7 @@ class Router:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.claim: TransactionalIdClaim | None = None
+        self.max_record_bytes = envelope.DEFAULT_MAX_RECORD_BYTES
         # State of the open transaction (or of the uncommitted at-least-once window).
         self.in_txn = False
         self.txn_started = 0.0
@@ -116,6 +121,16 @@ class Router:
         check_kafka(
             s, [s.topic_input, s.topic_processed, s.topic_errors], s.startup_timeout_seconds
         )
+        self.max_record_bytes = max_record_bytes(
+            s, s.topic_errors, envelope.DEFAULT_MAX_RECORD_BYTES
+        )
+        if self.max_record_bytes < MIN_ERROR_RECORD_BYTES:
+            raise ConfigError(
+                f"topic {s.topic_errors} takes records of at most {self.max_record_bytes} bytes "
+                f"(max.message.bytes), too small for an error envelope: raise it to at least "
+                f"{MIN_ERROR_RECORD_BYTES} (the broker's default is 1048588), or set "
+                "LOGINPIPE_TOPIC_ERRORS to a topic that takes them"
+            )
         if self.exactly_once:
             self.claim = TransactionalIdClaim(s.transactional_id, s.default_transactional_id())
         self._make_clients()
@@ -291,9 +306,13 @@ class Router:
             key=key,
             value=m.value(),
             detected_at_ms=int(time.time() * 1000),
+            max_record_bytes=self.max_record_bytes,
         )
         self._produce_blocking(
-            errors_topic, key, body, [(envelope.HEADER_REASON, result.reason.value)]
+            errors_topic,
+            envelope.record_key(key),
+            body,
+            [(envelope.HEADER_REASON, result.reason.value)],
         )
         self.pending_invalid[result.reason.value] += 1
 

@@ -57,6 +57,28 @@ def check_kafka(settings: CommonSettings, topics: Iterable[str], timeout: float)
     return partitions
 
 
+def max_record_bytes(settings: CommonSettings, topic: str, producer_limit: int) -> int:
+    """The largest record the producer can write to ``topic``: its max.message.bytes or less.
+
+    Error envelopes are sized to it, so that one hostile input can never make an error record
+    that Kafka refuses (which would stop the consumer on that partition for good).
+    """
+    admin = admin_client(settings)
+    resource = kafka_admin.ConfigResource(  # type: ignore[attr-defined]  # exported, not in __all__
+        kafka_admin.ResourceType.TOPIC,  # type: ignore[attr-defined]
+        topic,
+    )
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    except KafkaException as exc:
+        raise DependencyUnavailable(
+            f"cannot read the configuration of topic {topic} ({exc.args[0]})"
+        ) from None
+    entry = configs.get("max.message.bytes")
+    topic_limit = int(entry.value) if entry is not None and entry.value else producer_limit
+    return min(topic_limit, producer_limit)
+
+
 def create_topics(
     settings: CommonSettings,
     topics: Iterable[str],

@@ -25,7 +25,7 @@ class Reason(StrEnum):
     """
 
     MESSAGE_TOO_LARGE = "message_too_large"  # value larger than MAX_EVENT_BYTES
-    INVALID_ENCODING = "invalid_encoding"  # value is not valid UTF-8
+    INVALID_ENCODING = "invalid_encoding"  # not valid UTF-8, or a lone surrogate escape
     EMPTY_MESSAGE = "empty_message"  # no value, or only whitespace
     MALFORMED_JSON = "malformed_json"  # UTF-8 but not JSON
     NOT_AN_OBJECT = "not_an_object"  # JSON, but not an object
@@ -41,7 +41,8 @@ class Reason(StrEnum):
 REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MESSAGE_TOO_LARGE: "the value is larger than 64 KiB (a login event is well under "
     "1 KiB); the envelope keeps its first 16 KiB, size and SHA-256",
-    Reason.INVALID_ENCODING: "the value is not valid UTF-8",
+    Reason.INVALID_ENCODING: "the value is not valid UTF-8, or a string in it holds a lone "
+    "surrogate escape (\\ud800), which no UTF-8 reader can take back",
     Reason.EMPTY_MESSAGE: "the value is missing (tombstone), empty or only whitespace",
     Reason.MALFORMED_JSON: "the value is text but not a JSON document",
     Reason.NOT_AN_OBJECT: "the value is JSON but not an object (array, string, number, null)",
@@ -66,7 +67,6 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_TIMESTAMP = 2**63 - 1
 _VERSION_RE = re.compile(r"[0-9]+(?:\.[0-9]+){0,3}")
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")
-_LONG_DIGITS_RE = re.compile(rb"[0-9]{20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,27 +119,83 @@ def _has_float(obj: Any) -> bool:
 
 
 def _exact(obj: dict[str, Any], raw: bytes) -> dict[str, Any]:
-    """``obj`` re-read exactly if orjson turned integers beyond 64 bits into floats.
+    """``obj`` re-read with every number as it was written, if it holds a non-integer number.
 
-    Only needed before re-serialising; floats are rare in login events, so cheap.
+    orjson reads ``1e5`` as the float 100000.0 and an integer beyond 64 bits as a float too, and
+    would write them back otherwise. Only needed before re-serialising; such numbers are rare
+    in login events, so cheap.
     """
-    if _has_float(obj) and _LONG_DIGITS_RE.search(raw) is not None:
-        exact: dict[str, Any] = json.loads(
-            raw, parse_constant=_reject_constant, parse_float=_finite_float
-        )
+    if _has_float(obj):
+        exact: dict[str, Any] = _exact_loads(raw)
         return exact
     return obj
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
+def _exact_loads(raw: bytes | str) -> Any:
+    """JSON with every number kept as written: floats and out-of-range integers as Literal."""
+    return json.loads(
+        raw, parse_constant=_reject_constant, parse_float=_float_text, parse_int=_int_or_text
+    )
+
+
+class Literal:
+    """A JSON number exactly as written: validated as a number, written back unchanged."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Literal) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _float_text(text: str) -> Literal:
+    if float(text) in (float("inf"), float("-inf")):
         raise ValueError(f"{text[:20]} is out of range for a JSON number")
-    return value
+    return Literal(text)
+
+
+def _int_or_text(text: str) -> int | Literal:
+    value = int(text)
+    # What orjson writes as an integer; anything wider goes out as written.
+    return value if -(2**63) <= value < 2**64 else Literal(text)
+
+
+def _fragment(obj: Any) -> orjson.Fragment:
+    if type(obj) is Literal:
+        return orjson.Fragment(obj.text)
+    raise TypeError(f"{type(obj).__name__} is not JSON")
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _surrogate(obj: Any) -> str | None:
+    """The first string (key or value) holding a lone surrogate, if any."""
+    t = type(obj)
+    if t is str:
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return str(obj)
+        return None
+    items = obj.items() if t is dict else obj if t is list else ()
+    for item in items:
+        for part in item if t is dict else (item,):
+            found = _surrogate(part)
+            if found is not None:
+                return found
+    return None
 
 
 def _decode(raw: bytes) -> Any | Invalid:
@@ -157,9 +213,18 @@ def _decode(raw: bytes) -> Any | Invalid:
     if not text.strip():
         return _whole(Reason.EMPTY_MESSAGE, "the value is only whitespace")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        decoded = _exact_loads(text)
     except (ValueError, RecursionError) as exc:
         return _whole(Reason.MALFORMED_JSON, f"not JSON: {str(exc)[:200]}")
+    # JSON's \uXXXX escapes can name half of a surrogate pair: not text in any encoding, and
+    # no UTF-8 reader (the processed topic's) could take it back.
+    bad = _surrogate(decoded)
+    if bad is not None:
+        return _whole(
+            Reason.INVALID_ENCODING,
+            f"a lone surrogate escape in {bad.encode('utf-8', 'backslashreplace')[:64]!r}",
+        )
+    return decoded
 
 
 def check_user_id(v: Any) -> str | None:
@@ -290,10 +355,13 @@ def _fast_valid(obj: dict[str, Any], raw: bytes) -> Valid | None:
         and normal_ts
         and "locale" in obj
         and "device_id" in obj
-        # Exactly one colon per key: then every colon is a key's, so no key is repeated
-        # (JSON readers disagree on which duplicate wins), nothing is nested, and the
-        # bytes can be forwarded as they are.
+        # Exactly one colon per key, one brace and no bracket: then every colon is a key's,
+        # so no key is repeated (JSON readers disagree on which duplicate wins) and no
+        # value is an object or an array, and the bytes can be forwarded as they are.
+        # (Braces or brackets inside strings only send an event down the slower path.)
         and raw.count(b":") == len(obj)
+        and raw.count(b"{") == 1
+        and b"[" not in raw
     ):
         return Valid(raw, device)
     obj = _exact(obj, raw)
@@ -364,10 +432,9 @@ def validate_object(obj: dict[str, Any]) -> Result:
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except TypeError:  # integers beyond 64 bits or lone surrogates that only json took
-        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+    # Numbers orjson would change arrive as Literal (see _exact_loads) and go out as written;
+    # lone surrogates never get here (invalid_encoding).
+    return orjson.dumps(obj, default=_fragment)
 
 
 def validate(raw: bytes | None) -> Result:

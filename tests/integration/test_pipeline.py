@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 from collections import Counter
 from typing import Any
@@ -202,6 +203,65 @@ def test_poison_messages_never_stop_the_consumer(make_pipeline) -> None:
     [processed] = pl.read_all(pl.processed, expected=1)
     assert orjson.loads(processed.value)["device_type"] == "android"
     assert orjson.loads(processed.value)["timestamp"] == 1764000000
+
+
+def set_topic_config(pl: Pipeline, topic: str, **config: str) -> None:
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient({"bootstrap.servers": pl.bootstrap})
+    entries = [
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in config.items()
+    ]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    for fut in admin.incremental_alter_configs([resource]).values():
+        fut.result(30)
+
+
+def test_a_record_whose_error_envelope_would_exceed_kafkas_limit_is_routed_cut_to_fit(
+    make_pipeline,
+) -> None:
+    # A 600 KB key and 64 KiB of \x01 fit in Kafka; their envelope, escaped, would not (about
+    # 1 MB with the key repeated as the record key): every consumer that took the partition
+    # would die on it. It must be routed like any other, cut to fit, and the rest go on.
+    pl = make_pipeline(partitions=1)
+    set_topic_config(pl, pl.errors, max_message_bytes="300000")
+    key, value = b"k" * 600_000, b"\x01" * (64 * 1024)
+    good = event_bytes()
+    pl.produce_raw([(key, value), (b"u", good)])
+    consumer = pl.service("consumer", "consume").start()
+    [error] = pl.read_all(pl.errors, expected=1)
+    [processed] = pl.read_all(pl.processed, expected=1)
+    assert consumer.running(), consumer.log()[-2000:]
+    env = orjson.loads(error.value)
+    assert len(error.value) + len(error.key or b"") <= 300_000
+    assert env["reason"] == "invalid_encoding" or env["reason"] == "malformed_json"
+    assert (env["source"]["partition"], env["source"]["offset"]) == (0, 0)
+    assert env["source"]["key"]["truncated"] is True and env["source"]["key"]["size"] == 600_000
+    assert env["original"]["truncated"] is True and env["original"]["size"] == 64 * 1024
+    assert error.key == b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+    assert orjson.loads(processed.value)["user_id"] == "u"
+
+
+def test_an_errors_topic_too_small_for_any_envelope_is_refused_at_start_up(make_pipeline) -> None:
+    pl = make_pipeline(partitions=1)
+    set_topic_config(pl, pl.errors, max_message_bytes="1000")
+    out = pl.run_cli("consume")
+    assert out.returncode == 2, out.stderr
+    assert "max.message.bytes" in out.stderr and pl.errors in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def event_bytes() -> bytes:
+    return orjson.dumps(
+        {"user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "::1", "timestamp": 1}
+    )
 
 
 def test_counts_command_prints_the_redis_counts(make_pipeline) -> None:

@@ -263,3 +263,73 @@ def test_events_with_colons_in_values_are_re_serialised_with_the_same_content() 
     result = validate(raw)
     assert isinstance(result, Valid)
     assert orjson.loads(result.value) == orjson.loads(raw)
+
+
+# ---- numbers, surrogates and nesting: what "kept as is" and "byte for byte" promise ----------
+
+
+def number_texts() -> st.SearchStrategy[str]:
+    """JSON number literals of every shape: big and small integers, exponents, fractions."""
+    ints = st.integers(min_value=-(10**30), max_value=10**30).map(str)
+    floats = st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    exponents = st.tuples(
+        st.integers(-999, 999), st.sampled_from(["e", "E"]), st.integers(-300, 300)
+    ).map(lambda t: f"{t[0]}{t[1]}{t[2]}")
+    fractions = st.tuples(st.integers(-(10**20), 10**20), st.integers(0, 10**20)).map(
+        lambda t: f"{t[0]}.{t[1]:020d}"
+    )
+    return st.one_of(ints, floats, exponents, fractions)
+
+
+def with_extra(literal: str) -> bytes:
+    # "IOS": the event is normalised, so it is re-serialised, not forwarded as it came.
+    return event(device_type="IOS")[:-1] + b',"extra":' + literal.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["-9223372036854775809", "-9223372036854775808", "18446744073709551616", "1e5", "1.50", "-0.0"],
+)
+def test_every_number_in_an_extra_field_is_kept_as_written(literal: str) -> None:
+    result = validate(with_extra(literal))
+    assert isinstance(result, Valid)
+    assert b'"extra":' + literal.encode() in result.value
+
+
+@settings(max_examples=2000, deadline=None)
+@given(number_texts())
+def test_any_number_is_kept_as_written_or_rejected_with_a_reason(literal: str) -> None:
+    result = validate(with_extra(literal))
+    if isinstance(result, Valid):
+        assert b'"extra":' + literal.encode() in result.value
+        orjson.loads(result.value)  # and the project's own reader takes the output
+    else:
+        assert result.reason is Reason.MALFORMED_JSON, result  # 1e400: beyond a double
+
+
+def test_a_lone_surrogate_escape_is_an_invalid_encoding_not_a_valid_event() -> None:
+    for raw in (event()[:-1] + b',"locale2":"\\ud800"}', event()[:-1] + b',"x\\udc00y":1}'):
+        result = validate(raw)
+        assert isinstance(result, Invalid), raw
+        assert result.reason is Reason.INVALID_ENCODING
+        assert "surrogate" in result.problems[0].message
+
+
+@pytest.mark.parametrize("nested", ["[1,[2]]", "[]", "{}", '{"a":1}', '[{"b":2}]'])
+def test_nested_values_are_re_serialised_never_forwarded_byte_for_byte(nested: str) -> None:
+    raw = event()[:-1] + b',"extra":' + nested.encode() + b"}"
+    result = validate(raw)
+    assert isinstance(result, Valid)
+    assert result.value is not raw
+    assert orjson.loads(result.value)["extra"] == orjson.loads(nested)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.dictionaries(st.sampled_from([*BASE, "x", "y"]), FIELD_VALUES, max_size=9))
+def test_only_flat_events_go_byte_for_byte_and_every_output_reads_back(obj: dict) -> None:
+    raw = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    result = validate(raw)
+    if isinstance(result, Valid):
+        parsed = orjson.loads(result.value)  # the processed topic's readers use orjson
+        if result.value is raw:
+            assert not any(isinstance(v, (dict, list)) for v in parsed.values())
