@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -153,6 +154,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+SERVICES = ("generate", "consume", "aggregate")
+
+
+def _fatal(command: str, message: str, code: int) -> None:
+    """The one line a failing command ends with: JSON like the service's log in JSON mode."""
+    text = f"loginpipe {command}: error: {message}"
+    fmt = os.environ.get("LOGINPIPE_LOG_FORMAT", "json")
+    if command in SERVICES and fmt == "json":
+        record = {
+            "ts": round(time.time(), 3),
+            "level": "critical",
+            "logger": "loginpipe",
+            "msg": text,
+            "exit_code": code,
+        }
+        sys.stderr.write(json.dumps(record) + "\n")
+    else:
+        sys.stderr.write(text + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loginpipe",
@@ -221,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
         logging.getLogger("loginpipe").debug("fatal", exc_info=True)
-        sys.stderr.write(f"loginpipe {args.command}: error: {exc}\n")
+        _fatal(args.command, str(exc), code)
         return code
     except KeyboardInterrupt:
         return 130

@@ -28,7 +28,7 @@ from confluent_kafka import (
 )
 
 from loginpipe import envelope
-from loginpipe.exceptions import ConfigError
+from loginpipe.exceptions import ConfigError, DependencyUnavailable
 from loginpipe.kafka_io import (
     LagFromStats,
     TransactionalIdClaim,
@@ -137,7 +137,7 @@ class Router:
         assert self.producer is not None and self.consumer is not None
         try:
             if self.exactly_once:
-                self.producer.init_transactions(max(s.startup_timeout_seconds, 10.0))
+                self._init_transactions()
             self.consumer.subscribe(
                 [s.topic_input],
                 on_assign=self._on_assign,
@@ -182,6 +182,24 @@ class Router:
             self._close()
             if self.claim is not None:
                 self.claim.release()
+
+    def _init_transactions(self) -> None:
+        assert self.producer is not None
+        s = self.s
+        try:
+            self.producer.init_transactions(max(s.startup_timeout_seconds, 10.0))
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.INVALID_TRANSACTION_TIMEOUT:
+                raise ConfigError(
+                    f"the broker refuses LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS="
+                    f"{s.transaction_timeout_ms}: it is above the broker's "
+                    "transaction.max.timeout.ms (15 minutes by default); set it lower"
+                ) from None
+            raise DependencyUnavailable(
+                f"cannot start transactions on {s.kafka_bootstrap} ({err.str()}): check that "
+                "the broker is up and that this client may use its transactional id"
+            ) from None
 
     def _underlying(self, err: KafkaError) -> KafkaError:
         """The real error behind librdkafka's generic fatal one.

@@ -9,6 +9,7 @@ set instead.
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -159,6 +160,13 @@ class CommonSettings:
             )
         if not self.kafka_bootstrap.strip():
             raise ConfigError("LOGINPIPE_KAFKA_BOOTSTRAP is empty: set it to host:port[,host:port]")
+        ca = self.kafka_ssl_ca_location
+        if ca and not os.path.isfile(ca):
+            raise ConfigError(
+                f"LOGINPIPE_KAFKA_SSL_CA_LOCATION={ca!r} is not a readable file: set it to the "
+                "PEM bundle of the CA that signs the brokers' certificates (or leave it empty to "
+                "use the system's CAs)"
+            )
 
 
 @dataclass(frozen=True)
@@ -176,10 +184,24 @@ class RedisSettings:
     )
 
     def redis_validate(self) -> None:
+        shown = mask_url(self.redis_url)
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
-                f"LOGINPIPE_REDIS_URL={self.redis_url!r} is not a Redis URL: "
+                f"LOGINPIPE_REDIS_URL={shown!r} is not a Redis URL: set it to redis://host:port/db"
+            )
+        parts = urlsplit(self.redis_url)
+        try:
+            parts.port  # noqa: B018  # raises for a port that is not a number in range
+        except ValueError:
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_URL={shown!r} has a port that is not a number from 1 to 65535: "
                 "set it to redis://host:port/db"
+            ) from None
+        db = parts.path.lstrip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_URL={shown!r} names database {db!r}, not a number: "
+                "set it to redis://host:port/db with db a number (0 by default)"
             )
 
     @property
@@ -256,6 +278,19 @@ class ConsumerSettings(CommonSettings):
         minimum=1000,
         maximum=900_000,
     )
+
+    def validate(self) -> None:
+        super().validate()
+        if (
+            self.delivery == "exactly_once"
+            and self.commit_interval_ms >= self.transaction_timeout_ms
+        ):
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms} is not below "
+                f"LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: the "
+                "broker would abort every transaction before the consumer commits it; set the "
+                "commit interval well below the transaction timeout (defaults: 100 and 60000)"
+            )
 
     def default_transactional_id(self) -> str:
         """The base of the default id; ``kafka_io.TransactionalIdClaim`` makes it unique."""

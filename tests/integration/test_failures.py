@@ -45,3 +45,15 @@ def test_a_bad_setting_fails_start_up_with_exit_code_2(make_pipeline) -> None:
     out = pl.run_cli("consume", LOGINPIPE_CONSUMER_DELIVERY="twice")
     assert out.returncode == 2
     assert "LOGINPIPE_CONSUMER_DELIVERY='twice' is not one of" in out.stderr
+
+
+def test_in_json_log_mode_the_fatal_line_is_json_too(make_pipeline) -> None:
+    import json
+
+    pl = make_pipeline(partitions=1)
+    out = pl.run_cli("consume", LOGINPIPE_LOG_FORMAT="json", LOGINPIPE_TOPIC_INPUT="no-such-topic")
+    assert out.returncode == 3
+    lines = [json.loads(line) for line in out.stderr.strip().splitlines()]  # every line JSON
+    last = lines[-1]
+    assert last["level"] == "critical" and last["exit_code"] == 3
+    assert "no-such-topic" in last["msg"] and "loginpipe topics" in last["msg"]

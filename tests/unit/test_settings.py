@@ -151,3 +151,51 @@ def test_the_readme_settings_table_is_the_generated_one() -> None:
     text = README.read_text()
     table = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
     assert table.strip() == markdown_table().strip(), "regenerate: loginpipe config --markdown"
+
+
+def test_a_missing_ca_file_fails_naming_the_setting(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="LOGINPIPE_KAFKA_SSL_CA_LOCATION"):
+        load(ConsumerSettings, {"LOGINPIPE_KAFKA_SSL_CA_LOCATION": str(tmp_path / "none.pem")})
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    load(ConsumerSettings, {"LOGINPIPE_KAFKA_SSL_CA_LOCATION": str(ca)})
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:abc/0", "redis://localhost:70000/0", "redis://localhost:6379/x"]
+)
+def test_a_redis_url_with_a_bad_port_or_database_fails_naming_the_setting(url: str) -> None:
+    from loginpipe.settings import AggregatorSettings
+
+    with pytest.raises(ConfigError, match="LOGINPIPE_REDIS_URL") as err:
+        load(AggregatorSettings, {"LOGINPIPE_REDIS_URL": url})
+    assert "redis://host:port/db" in str(err.value)
+
+
+def test_a_commit_interval_not_below_the_transaction_timeout_fails() -> None:
+    env = {
+        "LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS": "60000",
+        "LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS": "60000",
+    }
+    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS"):
+        load(ConsumerSettings, env)
+    # At-least-once has no transactions: the pair does not matter there.
+    load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+
+
+def test_a_transaction_timeout_the_broker_refuses_is_a_configuration_error() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from loginpipe.consumer import Router
+    from loginpipe.metrics import Metrics
+    from loginpipe.runtime import Health, Stopper
+
+    class Refusing:  # the broker's answer, as librdkafka raises it
+        def init_transactions(self, timeout: float) -> None:
+            raise KafkaException(KafkaError(KafkaError.INVALID_TRANSACTION_TIMEOUT))
+
+    metrics = Metrics("consumer")
+    router = Router(load(ConsumerSettings, {}), metrics, Health(metrics), Stopper())
+    router.producer = Refusing()  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS"):
+        router._init_transactions()
