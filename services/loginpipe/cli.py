@@ -31,6 +31,7 @@ log = logging.getLogger("loginpipe")
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+EXIT_REPEATING_FAILURE = 4
 
 
 def _service(
@@ -234,11 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.fn(args)
         return rc
     except LoginpipeError as exc:
-        from loginpipe.exceptions import ConfigError
+        from loginpipe.exceptions import ConfigError, RepeatingFailure
         from loginpipe.local_run import ChildFailed
 
         if isinstance(exc, ChildFailed):  # a service's own exit code, passed on as it is
             code = exc.code if exc.code > 0 else 1
+        elif isinstance(exc, RepeatingFailure):
+            code = EXIT_REPEATING_FAILURE
         else:
             code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
         logging.getLogger("loginpipe").debug("fatal", exc_info=True)

@@ -28,7 +28,7 @@ from confluent_kafka import (
 )
 
 from loginpipe import envelope
-from loginpipe.exceptions import ConfigError, DependencyUnavailable
+from loginpipe.exceptions import ConfigError, DependencyUnavailable, RepeatingFailure
 from loginpipe.kafka_io import (
     LagFromStats,
     TransactionalIdClaim,
@@ -39,6 +39,7 @@ from loginpipe.kafka_io import (
     take,
 )
 from loginpipe.metrics import Metrics
+from loginpipe.retry import FailureStreak
 from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import ConsumerSettings
 from loginpipe.validation import DEVICE_TYPES, Invalid, Valid, validate
@@ -72,6 +73,7 @@ class Router:
         self.producer: Producer | None = None
         self.claim: TransactionalIdClaim | None = None
         self.max_record_bytes = envelope.DEFAULT_MAX_RECORD_BYTES
+        self.streak = FailureStreak(settings.failure_budget_seconds)
         # State of the open transaction (or of the uncommitted at-least-once window).
         self.in_txn = False
         self.txn_started = 0.0
@@ -79,7 +81,10 @@ class Router:
         self.next_offsets: dict[int, int] = {}
         self.pending_valid: Counter[str] = Counter()
         self.pending_invalid: Counter[str] = Counter()
-        self.delivery_errors: list[str] = []
+        # Partitions read from since the window opened (a failed batch included): what an
+        # abort must rewind.
+        self.window_partitions: set[int] = set()
+        self.delivery_errors: list[KafkaError] = []  # at-least-once: failed deliveries
         self.rebalances = 0  # bumped by every rebalance callback (see kafka_io.take)
 
     # ---- set-up -----------------------------------------------------------------------
@@ -113,7 +118,7 @@ class Router:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.metrics.produce_errors.labels(msg.topic()).inc()
-            self.delivery_errors.append(err.str())
+            self.delivery_errors.append(err)
 
     # ---- main loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -240,6 +245,7 @@ class Router:
         started = time.perf_counter()
         if not self.in_txn:
             self._begin()
+        self.window_partitions.update(m.partition() for m in msgs)  # type: ignore[misc]
         produce = producer.produce
         s = self.s
         processed, errors, source_topic = s.topic_processed, s.topic_errors, s.topic_input
@@ -255,11 +261,7 @@ class Router:
                 err.txn_requires_abort() or err.code() == KafkaError._STATE
             ):
                 raise
-            log.warning(
-                "transaction failed while producing, aborting and rewinding",
-                extra={"error": err.str()},
-            )
-            self._abort_and_rewind()
+            self._failed(err, "producing")
             return
         producer.poll(0)
         if n:
@@ -392,21 +394,22 @@ class Router:
                 err: KafkaError = exc.args[0]
                 if not err.txn_requires_abort():
                     raise
-                log.warning(
-                    "transaction failed, aborting and rewinding", extra={"error": err.str()}
-                )
-                self._abort_and_rewind()
+                self._failed(err, "committing")
                 return
         else:
             t0 = time.perf_counter()
             remaining = producer.flush(_TXN_OP_TIMEOUT)
             if remaining or self.delivery_errors:
-                raise KafkaException(
-                    KafkaError(
-                        KafkaError._MSG_TIMED_OUT,
-                        f"{remaining} records undelivered, errors: {self.delivery_errors[:3]}",
-                    )
+                # Nothing of the window is committed: rewind and deliver it all again
+                # (at-least-once: what was delivered before the failure comes twice).
+                failed = (
+                    self.delivery_errors[0]
+                    if self.delivery_errors
+                    else KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records undelivered")
                 )
+                self.delivery_errors.clear()
+                self._failed(failed, "delivering")
+                return
             t1 = time.perf_counter()
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
@@ -416,6 +419,9 @@ class Router:
                     "slow commit", extra={"flush": round(t1 - t0, 3), "commit": round(t2 - t1, 3)}
                 )
         self.metrics.transactions.labels("committed").inc()
+        if self.streak.succeeded():
+            log.info("transactions succeed again")
+            self.health.set_ready(True)
         self._count_committed()
         self.metrics.last_success.set(time.time())
         self._reset_window()
@@ -448,20 +454,57 @@ class Router:
 
     def _reset_window(self) -> None:
         self.in_txn = False
+        self.window_partitions.clear()
         self.next_offsets.clear()
         self.pending_valid.clear()
         self.pending_invalid.clear()
 
+    def _failed(self, err: KafkaError, during: str) -> None:
+        """A transaction failed: abort and rewind, back off, and give up once it keeps failing.
+
+        Unready while it retries; one log line per distinct cause in a streak; after
+        LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS of failures with no success, an exit naming
+        the cause instead of aborting and retrying forever.
+        """
+        cause = err.name()
+        new, backoff = self.streak.failed(cause)
+        self.metrics.transaction_failures.labels(cause).inc()
+        if new:
+            log.warning(
+                "transaction failed, aborting and rewinding",
+                extra={"cause": cause, "error": err.str(), "during": during},
+            )
+        self._abort_and_rewind()
+        self.health.set_ready(False, f"transactions failing: {cause}")
+        if self.streak.exhausted():
+            raise RepeatingFailure(
+                f"transactions kept failing for {self.streak.seconds:.0f}s "
+                f"({self.streak.count} in a row, while {during}): {cause}: {err.str()}. "
+                "Check the consumer's rights on its topics (WRITE on the output topics), that "
+                "the output topics exist and take records of this size (max.message.bytes), "
+                "and the broker's log; LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS sets how long "
+                "to retry"
+            )
+        self.stopper.wait(backoff)
+
     def _abort_and_rewind(self) -> None:
         """Abort the transaction and re-read its inputs, so that nothing is lost."""
         assert self.producer is not None and self.consumer is not None
-        self.producer.abort_transaction(_TXN_OP_TIMEOUT)
+        if self.exactly_once:
+            self.producer.abort_transaction(_TXN_OP_TIMEOUT)
         self.metrics.transactions.labels("aborted").inc()
         # The window's inputs start at the committed offsets: read them again from there
         # (not when stopping: the next owner of the partitions starts from there anyway).
-        assigned = self.consumer.assignment()
-        if assigned and not self.stopper.stopping:
-            for tp in self.consumer.committed(assigned, timeout=_TXN_OP_TIMEOUT):
+        # Only the partitions the window read from, so the others keep their prefetched data.
+        rewind = [tp for tp in self.consumer.assignment() if tp.partition in self.window_partitions]
+        if rewind and not self.stopper.stopping:
+            for tp in self.consumer.committed(rewind, timeout=_TXN_OP_TIMEOUT):
+                if tp.error is not None:
+                    # Never "from the beginning" on an error: that would route again what the
+                    # committed transactions already routed. Stop; the restart reads it back.
+                    raise KafkaException(tp.error)
+                # No committed offset yet (OFFSET_INVALID): the group starts at the beginning
+                # (auto.offset.reset=earliest), and so does the rewind.
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         self._reset_window()

@@ -11,3 +11,7 @@ class ConfigError(LoginpipeError):
 
 class DependencyUnavailable(LoginpipeError):
     """Kafka or Redis could not be reached at start-up, or a topic is missing."""
+
+
+class RepeatingFailure(LoginpipeError):
+    """The same work kept failing past its retry budget: the service gives up, naming why."""

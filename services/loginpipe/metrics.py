@@ -85,6 +85,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.transaction_failures = Counter(
+            "loginpipe_transaction_failures_total",
+            "Failed transactions (or offset commits), aborted and retried, by librdkafka error.",
+            ["cause"],
+            registry=r,
+        )
         # Producers (generator and consumer).
         self.messages_produced = Counter(
             "loginpipe_messages_produced_total",

@@ -270,6 +270,13 @@ class ConsumerSettings(CommonSettings):
         "Longest time a transaction (or an offset commit) stays open; bounds end-to-end latency.",
         minimum=1,
     )
+    failure_budget_seconds: float = setting(
+        "CONSUMER_FAILURE_BUDGET_SECONDS",
+        120.0,
+        "How long transactions (or offset commits) may keep failing, retried with backoff and "
+        "the service unready, before the consumer exits (code 4) naming the cause.",
+        minimum=1,
+    )
     transaction_timeout_ms: int = setting(
         "CONSUMER_TRANSACTION_TIMEOUT_MS",
         60_000,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import signal
+import urllib.error
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -274,22 +278,21 @@ def test_counts_command_prints_the_redis_counts(make_pipeline) -> None:
     assert out.stdout.split() == ["android", "3", "ios", "4", "total", "7"]
 
 
-def test_services_report_ready_once_they_have_joined_their_group(make_pipeline) -> None:
-    import urllib.error
-    import urllib.request
+def get(port: int, path: str) -> tuple[int, str]:
+    """A service's HTTP status and body at ``path``; (0, "") while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
 
+
+def test_services_report_ready_once_they_have_joined_their_group(make_pipeline) -> None:
     from tests.integration.conftest import free_port
 
     pl = make_pipeline(partitions=1)
-
-    def get(port: int, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
 
     for name, cmd in (("consumer", "consume"), ("aggregator", "aggregate")):
         port = free_port()
@@ -299,3 +302,56 @@ def test_services_report_ready_once_they_have_joined_their_group(make_pipeline) 
         status, body = get(port, "/metrics")
         assert status == 200 and "loginpipe_ready 1.0" in body
         assert get(port, "/nope")[0] == 404
+
+
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_a_repeating_transaction_failure_backs_off_goes_unready_and_exits_naming_its_cause(
+    make_pipeline, delivery: str
+) -> None:
+    from tests.integration.conftest import free_port
+
+    pl = make_pipeline(partitions=1)
+    port = free_port()
+    consumer = pl.service(
+        "consumer",
+        "consume",
+        LOGINPIPE_METRICS_PORT=str(port),
+        LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS="8",
+        LOGINPIPE_CONSUMER_DELIVERY=delivery,
+    ).start()
+
+    def status(path: str) -> tuple[int, str]:
+        return get(port, path)
+
+    wait_for("the consumer to be ready", lambda: status("/readyz")[0] == 200, timeout=60)
+    # After start-up, the errors topic stops taking envelopes: every transaction now fails.
+    set_topic_config(pl, pl.errors, max_message_bytes="1000")
+    # Random bytes: compression cannot bring the envelope under the limit.
+    pl.produce_raw([(b"k", os.urandom(5000)), (b"u", event_bytes())])
+    wait_for(
+        "the consumer to report the failures and go unready",
+        lambda: (
+            status("/readyz")[0] == 503
+            and 'loginpipe_transaction_failures_total{cause="MSG_SIZE_TOO_LARGE"}'
+            in status("/metrics")[1]
+        ),
+        timeout=30,
+    )
+    assert status("/healthz")[0] == 200  # unready, not dead: the budget is not spent yet
+    assert consumer.wait(60) == 4
+    log = consumer.log()
+    assert "transactions kept failing for" in log and "max.message.bytes" in log
+    assert log.count("transaction failed, aborting and rewinding") == 1  # once per cause
+    # Backed off: a handful of attempts in the budget, not a hot loop of hundreds a second.
+    attempts = int(re.search(r"\((\d+) in a row", log).group(1))  # type: ignore[union-attr]
+    assert 3 <= attempts <= 20, attempts
+    assert "Traceback" not in log
+    # No window's offsets were committed. Exactly-once: nothing of them is visible either;
+    # at-least-once: the valid event went out on every attempt. Fixed and restarted, the
+    # rest goes through (exactly-once: once).
+    tried = pl.read_all(pl.processed)
+    assert tried == [] if delivery == "exactly_once" else len(tried) >= 2
+    set_topic_config(pl, pl.errors, max_message_bytes="1048588")
+    pl.service("consumer", "consume", LOGINPIPE_CONSUMER_DELIVERY=delivery).start()
+    assert len(pl.read_all(pl.errors, expected=1)) == 1
+    assert len(pl.read_all(pl.processed, expected=len(tried) + 1)) == len(tried) + 1
