@@ -35,6 +35,15 @@ from loginpipe.validation import Valid, validate
 PEERS = ROOT / "bench" / "peers"
 
 
+def stored_counts(raw: Any) -> dict[str, int]:
+    """The device counts of a counts hash; the aggregator's position fields left out."""
+    from loginpipe.redis_store import POSITION_PREFIX
+
+    return {
+        k.decode(): int(v) for k, v in raw.items() if not k.decode().startswith(POSITION_PREFIX)
+    }
+
+
 def phase_timeout(events: int) -> float:
     """Long enough for the slowest contender (the naive one) at a few thousand events/s."""
     return 120.0 + events / 1000.0
@@ -169,7 +178,7 @@ def run_router(
         problems.append(f"exit code {rc} on SIGTERM")
     if counts_key is not None:
         raw = ctx.redis.hgetall(counts_key)
-        counts = {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+        counts = stored_counts(raw)
         result["redis_counts"] = counts
         if counts != truth["valid_by_device"]:
             problems.append(f"Redis counts {counts} != {truth['valid_by_device']}")
@@ -553,7 +562,7 @@ def aggregator(ctx: Ctx) -> dict[str, Any]:
         ctx.progress.line(f"[{cid}] FAILED: {result['error']}")
         return result
     raw = ctx.redis.hgetall(counts_key)
-    counts = {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+    counts = stored_counts(raw)
     span = now - first[0]
     counted = n - first[1]
     cpu = proc.cpu_between(first[0], now)

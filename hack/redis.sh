@@ -7,7 +7,7 @@
 #            system redis service running/enabled that it installed)
 #   start    install if needed, start a daemonized instance and wait for PONG
 #            (exit 0 if this instance is already running)
-#   stop     SHUTDOWN (persists data), SIGTERM/SIGKILL fallback
+#   stop     SIGTERM (a SHUTDOWN: persists data, needs no password), SIGKILL fallback
 #   status   exit 0 if running, 3 if not
 #
 # Environment (defaults):
@@ -158,8 +158,8 @@ cmd_stop() {
     return 0
   fi
   say "stopping (pid $pid) ..."
-  # SHUTDOWN fsyncs the AOF and writes the RDB snapshot; fall back to signals.
-  cli shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+  # SIGTERM is a SHUTDOWN (fsyncs the AOF, writes the RDB snapshot) that needs no password.
+  kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + REDIS_STOP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then

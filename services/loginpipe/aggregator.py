@@ -20,75 +20,24 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from loginpipe import envelope
-from loginpipe.exceptions import DependencyUnavailable
 from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
 from loginpipe.metrics import Metrics
-from loginpipe.runtime import Health, Stopper, retry_until
-from loginpipe.settings import AggregatorSettings, RedisSettings, mask_url
+from loginpipe.redis_store import (
+    APPLY_BATCH_LUA,
+    AUTH_ERRORS,
+    auth_error,
+    check_eviction,
+    check_redis,
+    decode_flat,
+    migrate_positions,
+    position_field,
+    split_hash,
+)
+from loginpipe.runtime import Health, Stopper
+from loginpipe.settings import AggregatorSettings
 from loginpipe.validation import DEVICE_TYPES, normalise_device_type
 
 log = logging.getLogger(__name__)
-
-# KEYS[1] counts hash, KEYS[2] positions hash.
-# ARGV: number of partitions, then for each: partition, the position this aggregator expects
-# to find stored ('' for none), first offset, next offset, number of (field, increment) pairs,
-# the pairs. A partition's increments are applied, and its position moved to the next offset,
-# only if the stored position is the expected one (compare-and-set) and the batch does not
-# start before it. Returns {per partition 'ok' or the stored position ('' for none)} and the
-# counts hash as field, value, ...
-APPLY_BATCH_LUA = """
-local n = tonumber(ARGV[1])
-local i = 2
-local out = {}
-for _ = 1, n do
-  local p, expected = ARGV[i], ARGV[i + 1]
-  local first, nxt, nf = tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
-  local stored = redis.call('HGET', KEYS[2], p) or ''
-  if stored == expected and (expected == '' or first >= tonumber(expected)) then
-    for j = 0, nf - 1 do
-      redis.call('HINCRBY', KEYS[1], ARGV[i + 5 + 2 * j], ARGV[i + 6 + 2 * j])
-    end
-    redis.call('HSET', KEYS[2], p, nxt)
-    out[#out + 1] = 'ok'
-  else
-    out[#out + 1] = stored
-  end
-  i = i + 5 + 2 * nf
-end
-return {out, redis.call('HGETALL', KEYS[1])}
-"""
-
-
-def redis_client(s: RedisSettings, timeout: float = 5.0) -> redis.Redis:
-    kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-    if s.redis_password:
-        kwargs["password"] = s.redis_password.reveal()
-    return redis.Redis.from_url(s.redis_url, **kwargs)
-
-
-def check_redis(s: RedisSettings, timeout: float) -> redis.Redis:
-    client = redis_client(s)
-    try:
-        retry_until("Redis", client.ping, timeout)
-    except redis.AuthenticationError as exc:
-        raise DependencyUnavailable(
-            f"Redis at {mask_url(s.redis_url)} refused the credentials ({exc}): check "
-            "LOGINPIPE_REDIS_PASSWORD or the password in LOGINPIPE_REDIS_URL"
-        ) from None
-    except redis.RedisError as exc:
-        raise DependencyUnavailable(
-            f"cannot reach Redis at {mask_url(s.redis_url)} within {timeout:g}s ({exc}): check "
-            "that Redis is up and that LOGINPIPE_REDIS_URL points at it"
-        ) from None
-    return client
-
-
-def read_counts(client: redis.Redis, key: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-    counts = {d: 0 for d in DEVICE_TYPES}
-    for k, v in raw.items():
-        counts[k.decode()] = int(v)
-    return counts
 
 
 def device_of(m: Message) -> str | None:
@@ -104,6 +53,14 @@ def device_of(m: Message) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return normalise_device_type(obj.get("device_type")) if isinstance(obj, dict) else None
+
+
+# Redis (or a slot's node) unreachable: wait. Auth errors (a ConnectionError too) come first.
+_REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
+
+
+class _Stopping(Exception):
+    """Asked to stop while waiting for Redis."""
 
 
 class PartitionBatch:
@@ -157,10 +114,10 @@ def plan_batch(
     return plan, counted, uncountable
 
 
-def script_args(plan: dict[int, PartitionBatch], expected: dict[int, str]) -> list[Any]:
+def script_args(topic: str, plan: dict[int, PartitionBatch], expected: dict[int, str]) -> list[Any]:
     args: list[Any] = [len(plan)]
     for p, pb in plan.items():
-        args += [p, expected.get(p, ""), pb.first, pb.next, len(pb.counts)]
+        args += [position_field(topic, p), expected.get(p, ""), pb.first, pb.next, len(pb.counts)]
         for d, c in pb.counts.items():
             args += [d, c]
     return args
@@ -174,7 +131,7 @@ class Aggregator:
         self.metrics = metrics
         self.health = health
         self.stopper = stopper
-        self.redis: redis.Redis | None = None
+        self.redis: Any = None  # redis.Redis or RedisCluster
         self.consumer: Consumer | None = None
         self._apply: Any = None
         self._last_log = time.monotonic()
@@ -185,10 +142,12 @@ class Aggregator:
 
     def run(self) -> None:
         s = self.s
-        self.redis = check_redis(s, s.startup_timeout_seconds)
+        self.redis = check_redis(s, s.startup_timeout_seconds, self.stopper)
+        check_eviction(s, self.redis)
         check_kafka(s, [s.topic_processed], s.startup_timeout_seconds)
+        migrate_positions(s, self.redis, s.topic_processed)
         self._apply = self.redis.register_script(APPLY_BATCH_LUA)
-        self._set_counts(read_counts(self.redis, s.counts_key))
+        self._set_counts(self._read_hash()[0])
         conf = consumer_base_config(s, s.group_id)
         conf["stats_cb"] = LagFromStats(self.metrics)
         self.consumer = Consumer(conf)
@@ -223,12 +182,12 @@ class Aggregator:
         plan, _counted, uncountable = plan_batch(msgs)
         if not plan:
             return
-        keys = [self.s.counts_key, self.s.offsets_key(self.s.topic_processed)]
-        args = script_args(plan, self.positions)
-        result = self._redis_write(keys, args)
-        outcomes, flat_counts = result
-        committed: list[TopicPartition] = []
         topic = self.s.topic_processed
+        result = self._redis_write([self.s.counts_key], script_args(topic, plan, self.positions))
+        if result is None:  # stopping while Redis is away: nothing applied, no offset moves
+            return
+        outcomes, flat = result
+        committed: list[TopicPartition] = []
         for (p, pb), outcome in zip(plan.items(), outcomes, strict=True):
             stored = outcome.decode()
             if stored == "ok" or stored == str(pb.next):  # applied (now, or by a lost reply)
@@ -238,12 +197,7 @@ class Aggregator:
                 committed.append(TopicPartition(topic, p, pb.next))
             else:
                 self._resync(p, pb, stored)
-        self._set_counts(
-            {
-                flat_counts[i].decode(): int(flat_counts[i + 1])
-                for i in range(0, len(flat_counts), 2)
-            }
-        )
+        self._set_counts(split_hash(decode_flat(flat))[0])
         if uncountable:
             self.metrics.events_uncountable.inc(uncountable)
         self.metrics.messages_consumed.labels(topic).inc(len(msgs))
@@ -265,16 +219,21 @@ class Aggregator:
         writes (a restart without the last second of AOF, a failover): either way the stored
         position is the truth, so resume from it and count from there. If it is the expected
         one, the batch starts before it: the log is behind the position (the topic was
-        recreated or truncated); the batch is skipped and the operator told.
+        recreated or truncated). What lies before the position is skipped and the operator
+        told; a batch that straddles the position is read again from it, so its records from
+        the position on are counted.
         """
         assert self.consumer is not None
         self.metrics.batches_skipped.inc()
         expected = self.positions.get(p, "")
         if stored == expected:
             log.error(
-                "processed topic is behind the stored position (recreated?): batch not counted",
-                extra={"partition": p, "position": stored, "first": pb.first},
+                "processed topic is behind the stored position (recreated?): records before "
+                "the position not counted",
+                extra={"partition": p, "position": stored, "first": pb.first, "next": pb.next},
             )
+            if pb.next > int(stored):
+                self.consumer.seek(TopicPartition(self.s.topic_processed, p, int(stored)))
             return
         log.warning(
             "stored position differs from this aggregator's: resuming from the stored one",
@@ -285,7 +244,12 @@ class Aggregator:
         self.consumer.seek(TopicPartition(self.s.topic_processed, p, offset))
 
     def _redis_write(self, keys: list[str], args: list[Any]) -> Any:
-        """Apply the batch, retrying while Redis is away; the script makes retries safe."""
+        """Apply the batch, waiting (unready) while Redis is away; the script makes retries safe.
+
+        Returns None if the service is asked to stop while Redis is away: the batch is then
+        not applied and no offset moves (the next owner reads it again). Wrong credentials
+        or missing rights end the service (exit 2): waiting cannot mend them.
+        """
         delay = 0.1
         while True:
             try:
@@ -293,13 +257,34 @@ class Aggregator:
                 if not self.health.ready()[0]:
                     self.health.set_ready(True)
                 return result
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except AUTH_ERRORS as exc:
+                raise auth_error(self.s, exc) from None
+            except _REDIS_AWAY as exc:
                 if self.stopper.stopping:
-                    raise
-                self.health.set_ready(False, f"Redis unavailable: {exc}")
-                log.warning("Redis unavailable, retrying", extra={"error": str(exc)})
-                self.stopper.wait(delay)
-                self.health.beat()
+                    log.warning("stopping while Redis is unavailable: batch left for a re-read")
+                    return None
+                self._redis_away(exc, delay)
+                delay = min(delay * 2, 5.0)
+
+    def _redis_away(self, exc: Exception, delay: float) -> None:
+        self.health.set_ready(False, f"Redis unavailable: {exc}")
+        log.warning("Redis unavailable, retrying", extra={"error": str(exc), "in": delay})
+        self.stopper.wait(delay)
+        self.health.beat()
+
+    def _read_hash(self) -> tuple[dict[str, int], dict[str, dict[int, int]]]:
+        """Counts and positions, waiting (unready) while Redis is away; None when stopping."""
+        delay = 0.1
+        while True:
+            try:
+                raw: dict[bytes, bytes] = self.redis.hgetall(self.s.counts_key)
+                return split_hash({k.decode(): v.decode() for k, v in raw.items()})
+            except AUTH_ERRORS as exc:
+                raise auth_error(self.s, exc) from None
+            except _REDIS_AWAY as exc:
+                if self.stopper.stopping:
+                    raise _Stopping from None
+                self._redis_away(exc, delay)
                 delay = min(delay * 2, 5.0)
 
     def _set_counts(self, counts: dict[str, int]) -> None:
@@ -318,23 +303,29 @@ class Aggregator:
 
     # ---- rebalance callbacks ------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Resume every assigned partition from the position stored in Redis."""
-        assert self.redis is not None
-        key = self.s.offsets_key(self.s.topic_processed)
-        stored = retry_until("Redis", lambda: self.redis.hgetall(key), 30.0, self.stopper)  # type: ignore[union-attr]
-        positions = {int(k): int(v) for k, v in stored.items()}
+        """Resume every assigned partition from the position stored in Redis.
+
+        Redis away: wait for it, unready, for as long as it takes (the group's other members
+        go on; this one holds its partitions without reading them). Asked to stop meanwhile:
+        take nothing, the next owner resumes from Redis.
+        """
         self.rebalances += 1
         self.positions = {}
+        try:
+            stored = self._read_hash()[1].get(self.s.topic_processed, {})
+        except _Stopping:
+            log.info("stopping while Redis is unavailable: partitions not taken")
+            return
         for tp in partitions:
-            tp.offset = positions.get(tp.partition, OFFSET_BEGINNING)
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             self.positions[tp.partition] = (
-                str(positions[tp.partition]) if tp.partition in positions else ""
+                str(stored[tp.partition]) if tp.partition in stored else ""
             )
         consumer.assign(partitions)
         self.health.set_ready(True)
         log.info(
             "partitions assigned",
-            extra={"positions": {tp.partition: positions.get(tp.partition) for tp in partitions}},
+            extra={"positions": {tp.partition: stored.get(tp.partition) for tp in partitions}},
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -82,7 +82,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_counts(args: argparse.Namespace) -> int:
-    from loginpipe.aggregator import check_redis, read_counts
+    from loginpipe.redis_store import check_redis, read_counts
 
     s = load(CountsSettings, os.environ)
     counts = read_counts(check_redis(s, args.timeout), s.counts_key)
@@ -125,10 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Topics, then generator, consumer and aggregator as child processes; live counts."""
     from pathlib import Path
 
-    from loginpipe.aggregator import check_redis, read_counts
     from loginpipe.exceptions import ConfigError
     from loginpipe.kafka_io import create_topics
     from loginpipe.local_run import PORTS_HINT, check_ports_free, parse_ports, run_pipeline
+    from loginpipe.redis_store import check_redis, read_counts
 
     if "LOGINPIPE_METRICS_PORT" in os.environ:
         raise ConfigError(

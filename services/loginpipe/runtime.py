@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -185,23 +184,3 @@ def serve_http(
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("serving /metrics, /healthz and /readyz", extra={"port": server.server_port})
     return server
-
-
-def retry_until(
-    what: str, fn: Callable[[], Any], timeout: float, stopper: Stopper | None = None
-) -> Any:
-    """Call ``fn`` until it succeeds or ``timeout`` passes; re-raise the last error then."""
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() + delay > deadline or (stopper and stopper.stopping):
-                raise
-            log.info("waiting for %s", what)
-            if stopper:
-                stopper.wait(delay)
-            else:
-                time.sleep(delay)
-            delay = min(delay * 2, 2.0)

@@ -182,6 +182,11 @@ class RedisSettings:
     redis_key_prefix: str = setting(
         "REDIS_KEY_PREFIX", "loginpipe:", "Prefix of every Redis key the pipeline writes."
     )
+    redis_cluster: bool = setting(
+        "REDIS_CLUSTER",
+        False,
+        "Redis is a Redis Cluster: LOGINPIPE_REDIS_URL names any one of its nodes.",
+    )
 
     def redis_validate(self) -> None:
         shown = mask_url(self.redis_url)
@@ -203,13 +208,16 @@ class RedisSettings:
                 f"LOGINPIPE_REDIS_URL={shown!r} names database {db!r}, not a number: "
                 "set it to redis://host:port/db with db a number (0 by default)"
             )
+        if self.redis_cluster and (parts.scheme == "unix" or db not in ("", "0")):
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_URL={shown!r} with LOGINPIPE_REDIS_CLUSTER=true: a Redis Cluster "
+                "is reached over TCP and has only database 0; set it to redis://host:port/0"
+            )
 
     @property
     def counts_key(self) -> str:
+        """The one hash of counts and positions (see loginpipe.redis_store)."""
         return f"{self.redis_key_prefix}device_counts"
-
-    def offsets_key(self, topic: str) -> str:
-        return f"{self.redis_key_prefix}offsets:{topic}"
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,24 @@ def test_redis_keeps_an_append_only_file_on_a_volume(default) -> None:
     assert "appendonly" in " ".join(c.get("args", []) + c.get("command", []))
 
 
+def test_redis_never_evicts_and_an_evicting_policy_is_refused_at_render(default) -> None:
+    conf = by_kind(default, "ConfigMap")["loginpipe-redis"]["data"]["redis.conf"]
+    assert "maxmemory-policy noeviction" in conf.splitlines()
+    err = render_error(
+        {"redis": {"internal": {"extraConfig": "maxmemory 1gb\nmaxmemory-policy allkeys-lru"}}}
+    )
+    assert "maxmemory-policy allkeys-*" in err
+    render({"redis": {"internal": {"extraConfig": "maxmemory-policy volatile-lru"}}})
+
+
+def test_an_external_redis_cluster_reaches_the_aggregator(default) -> None:
+    assert _service_env(default, "aggregator")["LOGINPIPE_REDIS_CLUSTER"] == "false"
+    objs = render(
+        {"redis": {"mode": "external", "external": {"url": "redis://r:6379/0", "cluster": True}}}
+    )
+    assert _service_env(objs, "aggregator")["LOGINPIPE_REDIS_CLUSTER"] == "true"
+
+
 def test_service_monitors_scrape_ports_that_the_services_expose(monitored) -> None:
     services = by_kind(monitored, "Service")
     monitors = by_kind(monitored, "ServiceMonitor")

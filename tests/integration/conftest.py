@@ -8,6 +8,7 @@ LOGINPIPE_TEST_REDIS_URL. Every test gets unique topics, groups and Redis keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from loginpipe.redis_store import split_hash
 from tests.conftest import require, wait_for
 
 __all__ = ["wait_for"]  # the tests import it from here too
@@ -37,6 +39,98 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def started(script: str, env: dict[str, str]) -> Iterator[None]:
+    """A project script's ``start`` on entry and ``stop`` on exit, with ``env``."""
+    path = str(ROOT / script)
+    subprocess.run([path, "start"], env=env, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([path, "stop"], env=env, check=False)
+
+
+def free_cluster_port() -> int:
+    """A free port whose Redis Cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class LocalRedis:
+    """A Redis of a test's own (hack/redis.sh), to stop, restart or reconfigure at will."""
+
+    port: int
+    data_dir: Path
+    extra_config: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _script(self, cmd: str) -> None:
+        env = {
+            **os.environ,
+            "REDIS_PORT": str(self.port),
+            "REDIS_DATA_DIR": str(self.data_dir),
+            "REDIS_EXTRA_CONFIG": self.extra_config,
+            "REDIS_STOP_TIMEOUT": "10",
+        }
+        subprocess.run([str(ROOT / "hack/redis.sh"), cmd], env=env, check=True)
+
+    def start(self) -> LocalRedis:
+        self._script("start")
+        return self
+
+    def stop(self) -> None:
+        self._script("stop")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., LocalRedis]]:
+    require(
+        shutil.which("redis-server") is not None, "redis-server is not installed: run `make deps`"
+    )
+    started: list[LocalRedis] = []
+
+    def make(extra_config: str = "") -> LocalRedis:
+        r = LocalRedis(free_port(), tmp_path / f"redis-{len(started)}", extra_config).start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-master Redis Cluster (hack/redis-cluster.sh); the URL of one master."""
+    require(
+        shutil.which("redis-server") is not None, "redis-server is not installed: run `make deps`"
+    )
+    ports: list[int] = []
+    while len(ports) < 3:
+        p = free_cluster_port()
+        if p not in ports:
+            ports.append(p)
+    env = {
+        **os.environ,
+        "REDIS_CLUSTER_PORTS": " ".join(map(str, ports)),
+        "REDIS_CLUSTER_DIR": str(tmp_path_factory.mktemp("redis-cluster")),
+    }
+    with started("hack/redis-cluster.sh", env):
+        yield f"redis://127.0.0.1:{ports[0]}/0"
 
 
 def _kafka_jars_present() -> bool:
@@ -67,12 +161,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "KAFKA_CONTROLLER_PORT": str(cport),
         "KAFKA_DATA_DIR": str(tmp_path_factory.mktemp("kafka")),
     }
-    script = str(ROOT / "hack/kafka.sh")
-    subprocess.run([script, "start"], env=env, check=True)
-    try:
+    with started("hack/kafka.sh", env):
         yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -90,12 +180,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "REDIS_PORT": str(port),
         "REDIS_DATA_DIR": str(tmp_path_factory.mktemp("redis")),
     }
-    script = str(ROOT / "hack/redis.sh")
-    subprocess.run([script, "start"], env=env, check=True)
-    try:
+    with started("hack/redis.sh", env):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -227,9 +313,29 @@ class Pipeline:
             timeout=timeout,
         )
 
+    def use_redis(self, url: str, cluster: bool = False) -> None:
+        """Point this pipeline's services (and its helpers) at another Redis."""
+        self.redis_url = url
+        self.env["LOGINPIPE_REDIS_URL"] = url
+        if cluster:
+            self.env["LOGINPIPE_REDIS_CLUSTER"] = "true"
+        self.redis = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
+    @property
+    def counts_key(self) -> str:
+        return f"{self.prefix}device_counts"
+
     def counts(self) -> dict[str, int]:
-        raw = self.redis.hgetall(f"{self.prefix}device_counts")
-        return {k.decode(): int(v) for k, v in raw.items()}
+        """The device counts as stored (fields present only), positions left out."""
+        raw = self.redis.hgetall(self.counts_key)
+        counts, _ = split_hash({k.decode(): v.decode() for k, v in raw.items()})
+        return {d: n for d, n in counts.items() if d.encode() in raw}
+
+    def positions(self) -> dict[int, int]:
+        """The aggregator's stored positions in the processed topic."""
+        raw = self.redis.hgetall(self.counts_key)
+        _, positions = split_hash({k.decode(): v.decode() for k, v in raw.items()})
+        return positions.get(self.processed, {})
 
     def read_all(
         self,
@@ -293,10 +399,15 @@ class Pipeline:
         finally:
             c.close()
 
-    def produce_raw(self, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    def produce_raw(
+        self,
+        records: list[tuple[bytes | None, bytes | None]],
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
         for key, value in records:
-            p.produce(self.input, value, key)
+            p.produce(topic or self.input, value, key, headers=headers)
         assert p.flush(30) == 0
 
     def close(self) -> None:

@@ -176,9 +176,7 @@ def test_sigterm_stops_every_service_cleanly_and_commits_what_it_routed(make_pip
     outputs = len(pl.read_all(pl.processed)) + len(pl.read_all(pl.errors))
     assert sum(committed.values()) == outputs
     # And the aggregator's stored position covers exactly what it counted.
-    positions = {
-        int(k): int(v) for k, v in pl.redis.hgetall(f"{pl.prefix}offsets:{pl.processed}").items()
-    }
+    positions = pl.positions()
     processed = pl.read_all(pl.processed)
     assert sum(pl.counts().values()) == sum(
         1 for r in processed if r.offset < positions.get(r.partition, 0)

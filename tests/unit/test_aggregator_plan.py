@@ -20,9 +20,9 @@ def test_a_batch_is_grouped_by_partition_with_its_offset_range_and_counts() -> N
     assert counted == 4 and uncountable == 0
     assert (plan[0].first, plan[0].next, dict(plan[0].counts)) == (10, 15, {"ios": 2, "android": 1})
     assert (plan[1].first, plan[1].next, dict(plan[1].counts)) == (5, 6, {"android": 1})
-    assert script_args(plan, {0: "10"}) == [
+    assert script_args("t", plan, {0: "10"}) == [
         2,
-        0,
+        "offset:t:0",
         "10",
         10,
         15,
@@ -31,7 +31,7 @@ def test_a_batch_is_grouped_by_partition_with_its_offset_range_and_counts() -> N
         2,
         "android",
         1,
-        1,
+        "offset:t:1",
         "",
         5,
         6,
@@ -52,3 +52,10 @@ def test_records_without_a_device_type_are_not_counted_but_advance_the_position(
     plan, counted, uncountable = plan_batch([msg(2, 0, None, b"[]"), msg(2, 1, "ios")])
     assert (counted, uncountable) == (1, 1)
     assert (plan[2].first, plan[2].next) == (0, 2)
+
+
+def test_the_hash_splits_into_counts_and_positions_per_topic() -> None:
+    from loginpipe.redis_store import position_field, split_hash
+
+    raw = {"ios": "3", position_field("a:b", 0): "10", position_field("a:b", 2): "7"}
+    assert split_hash(raw) == ({"ios": 3, "android": 0}, {"a:b": {0: 10, 2: 7}})

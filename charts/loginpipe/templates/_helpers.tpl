@@ -386,7 +386,12 @@ appenddirname appendonlydir
 # No RDB snapshots besides the AOF.
 save ""
 protected-mode yes
+# Never evict: the counts key has no TTL, and the aggregator refuses an allkeys-* policy.
+maxmemory-policy noeviction
 {{- with .Values.redis.internal.extraConfig }}
+{{- if regexMatch "(?m)^\\s*maxmemory-policy\\s+allkeys-" . }}
+{{- fail "redis.internal.extraConfig: maxmemory-policy allkeys-* may evict the aggregator's counts (and the aggregator refuses to start on it); use noeviction or a volatile-* policy" }}
+{{- end }}
 {{ . }}
 {{- end }}
 {{- end -}}
