@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.fn(args)
         return rc
     except LoginpipeError as exc:
-        from loginpipe.exceptions import ConfigError, RepeatingFailure
+        from loginpipe.exceptions import ConfigError, ProducerHung, RepeatingFailure
         from loginpipe.local_run import ChildFailed
 
         if isinstance(exc, ChildFailed):  # a service's own exit code, passed on as it is
@@ -246,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNAVAILABLE
         logging.getLogger("loginpipe").debug("fatal", exc_info=True)
         _fatal(args.command, str(exc), code)
+        if isinstance(exc, ProducerHung):
+            # Tearing down a client with a call still inside it can hang or crash: leave now.
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(code)
         return code
     except KeyboardInterrupt:
         return 130

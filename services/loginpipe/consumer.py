@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -28,10 +29,17 @@ from confluent_kafka import (
 )
 
 from loginpipe import envelope
-from loginpipe.exceptions import ConfigError, DependencyUnavailable, RepeatingFailure
+from loginpipe.exceptions import (
+    ConfigError,
+    DependencyUnavailable,
+    ProducerHung,
+    RepeatingFailure,
+)
 from loginpipe.kafka_io import (
+    CallStuck,
     LagFromStats,
     TransactionalIdClaim,
+    call_bounded,
     check_kafka,
     consumer_base_config,
     is_fenced,
@@ -47,6 +55,9 @@ from loginpipe.validation import DEVICE_TYPES, Invalid, Valid, validate
 log = logging.getLogger(__name__)
 
 _TXN_OP_TIMEOUT = 30.0
+# How long past its own timeout a transaction call may run before it counts as hung (see
+# kafka_io.call_bounded): the client is then replaced.
+_STUCK_GRACE = 10.0
 # The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
 # are all cut away still needs about 1 KiB, plus the record's own overhead.
 MIN_ERROR_RECORD_BYTES = 4096
@@ -86,9 +97,17 @@ class Router:
         self.window_partitions: set[int] = set()
         self.delivery_errors: list[KafkaError] = []  # at-least-once: failed deliveries
         self.rebalances = 0  # bumped by every rebalance callback (see kafka_io.take)
+        self.producer_hung = False  # a call into the producer never came back
 
     # ---- set-up -----------------------------------------------------------------------
     def _make_clients(self) -> None:
+        s = self.s
+        self.producer = Producer(self._producer_config())
+        cconf = consumer_base_config(s, s.group_id)
+        cconf["stats_cb"] = LagFromStats(self.metrics)
+        self.consumer = Consumer(cconf)
+
+    def _producer_config(self) -> dict[str, Any]:
         s = self.s
         pconf: dict[str, Any] = s.kafka_config()
         pconf.update(
@@ -110,10 +129,7 @@ class Router:
             pconf["transaction.timeout.ms"] = s.transaction_timeout_ms
         else:
             pconf["on_delivery"] = self._on_delivery
-        self.producer = Producer(pconf)
-        cconf = consumer_base_config(s, s.group_id)
-        cconf["stats_cb"] = LagFromStats(self.metrics)
-        self.consumer = Consumer(cconf)
+        return pconf
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -178,8 +194,18 @@ class Router:
                 "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID uniquely per consumer, or unset it for "
                 "the default loginpipe-consumer-<hostname>"
             ) from None
+        except CallStuck as exc:  # librdkafka#5456: see kafka_io.call_bounded
+            # The hung producer cannot be destroyed while its call runs, and left alive it may
+            # bump its epoch once the broker is back and fence a replacement: the process
+            # ends instead (no abort, no flush); its restart fences the hung one and resumes.
+            self.producer_hung = True
+            raise ProducerHung(
+                f"a Kafka transaction call hung ({exc}; librdkafka#5456: the broker or the "
+                "group coordinator went away mid-commit): exiting so that a restart resumes "
+                "from the committed offsets"
+            ) from None
         except BaseException:
-            if self.in_txn and self.exactly_once:
+            if self.in_txn and self.exactly_once and not self.producer_hung:
                 self._abort_quietly()
             raise
         finally:
@@ -227,16 +253,24 @@ class Router:
         interval = self.s.commit_interval_ms / 1000.0
         batch_size = self.s.batch_size
         while not self.stopper.stopping:
-            if self.in_txn:
-                wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
-            else:
-                wait = 0.5
-            msgs = take(self.consumer, batch_size, wait, self)
-            self.health.beat()
-            if msgs:
-                self._process(msgs)
-            if self.in_txn and time.monotonic() - self.txn_started >= interval:
-                self._commit()
+            try:
+                if self.in_txn:
+                    wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
+                else:
+                    wait = 0.5
+                msgs = take(self.consumer, batch_size, wait, self)
+                self.health.beat()
+                if msgs:
+                    self._process(msgs)
+                if self.in_txn and time.monotonic() - self.txn_started >= interval:
+                    self._commit()
+            except KafkaException as exc:
+                original: KafkaError = exc.args[0]
+                err = self._underlying(original)
+                fatal = err.fatal() or original.code() == KafkaError._FATAL
+                if not (self.exactly_once and fatal) or is_fenced(err):
+                    raise KafkaException(err) from None
+                self._replace_producer(err)
 
     def _process(self, msgs: list[Message]) -> None:
         """Validate and route one batch inside the open window. The hot path."""
@@ -392,7 +426,9 @@ class Router:
                     )
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                if not err.txn_requires_abort():
+                # Abortable, or still retriable when the commit's budget ran out (librdkafka:
+                # a timed-out commit may be retried or aborted): abort, rewind, retry later.
+                if not (err.txn_requires_abort() or err.retriable()) or err.fatal():
                     raise
                 self._failed(err, "committing")
                 return
@@ -430,7 +466,7 @@ class Router:
         """Run ``op(timeout)`` until it succeeds, retrying retriable errors until ``deadline``."""
         while True:
             try:
-                op(max(0.1, deadline - time.monotonic()))
+                call_bounded(op, max(0.1, deadline - time.monotonic()), _STUCK_GRACE)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -466,36 +502,91 @@ class Router:
         LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS of failures with no success, an exit naming
         the cause instead of aborting and retrying forever.
         """
+        backoff = self._note_failure(err, during, "transaction failed, aborting and rewinding")
+        if self.exactly_once:
+            assert self.producer is not None
+            self._retry_in_budget(self.producer.abort_transaction, "aborting")
+        self.metrics.transactions.labels("aborted").inc()
+        self._rewind()
+        self._give_up_if_exhausted(err, during)
+        self.stopper.wait(backoff)
+
+    def _replace_producer(self, err: KafkaError) -> None:
+        """The producer failed fatally (say, the broker died mid-commit): start a fresh one.
+
+        The fresh producer's init_transactions, with the same transactional id, bumps its
+        epoch and aborts whatever the old one left open; the window's partitions are rewound
+        to their committed offsets, so every input is routed again in a new transaction.
+        """
+        backoff = self._note_failure(
+            err,
+            "running",
+            "producer failed (a fatal error or a hung call), replacing it and rewinding",
+        )
+        old, self.producer = self.producer, None
+        if old is not None:
+            try:
+                old.purge()  # nothing it holds may be sent any more; destroy it without waiting
+            except Exception as exc:
+                log.debug("purge of the failed producer", extra={"error": str(exc)})
+            del old
+        self.producer = Producer(self._producer_config())
+        if not self._retry_in_budget(self.producer.init_transactions, "initialising transactions"):
+            self._reset_window()  # asked to stop meanwhile
+            return
+        self.metrics.transactions.labels("aborted").inc()
+        self._rewind()
+        self._give_up_if_exhausted(err, "running")
+        self.stopper.wait(backoff)
+
+    def _retry_in_budget(self, call: Callable[[float], Any], during: str) -> bool:
+        """Run a transaction call, retrying a retriable failure (a broker away) with backoff.
+
+        Within the failure budget; False if asked to stop meanwhile. A failure that is not
+        retriable (fatal: the producer's state is lost) raises, for _replace_producer.
+        """
+        while True:
+            try:
+                call_bounded(call, _TXN_OP_TIMEOUT, _STUCK_GRACE)
+                return True
+            except KafkaException as exc:
+                e: KafkaError = exc.args[0]
+                if not e.retriable():
+                    raise
+                if self.stopper.stopping:
+                    return False
+                backoff = self._note_failure(e, during, f"{during} failed, retrying")
+                self._give_up_if_exhausted(e, during)
+                self.stopper.wait(backoff)
+
+    def _note_failure(self, err: KafkaError, during: str, message: str) -> float:
+        """Count a failure, log it once per cause in the streak, go unready; the backoff."""
         cause = err.name()
         new, backoff = self.streak.failed(cause)
         self.metrics.transaction_failures.labels(cause).inc()
-        if new:
-            log.warning(
-                "transaction failed, aborting and rewinding",
-                extra={"cause": cause, "error": err.str(), "during": during},
-            )
-        self._abort_and_rewind()
+        if new and message:
+            log.warning(message, extra={"cause": cause, "error": err.str(), "during": during})
         self.health.set_ready(False, f"transactions failing: {cause}")
+        return backoff
+
+    def _give_up_if_exhausted(self, err: KafkaError, during: str) -> None:
         if self.streak.exhausted():
             raise RepeatingFailure(
                 f"transactions kept failing for {self.streak.seconds:.0f}s "
-                f"({self.streak.count} in a row, while {during}): {cause}: {err.str()}. "
+                f"({self.streak.count} in a row, while {during}): {err.name()}: {err.str()}. "
                 "Check the consumer's rights on its topics (WRITE on the output topics), that "
                 "the output topics exist and take records of this size (max.message.bytes), "
                 "and the broker's log; LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS sets how long "
                 "to retry"
             )
-        self.stopper.wait(backoff)
 
-    def _abort_and_rewind(self) -> None:
-        """Abort the transaction and re-read its inputs, so that nothing is lost."""
-        assert self.producer is not None and self.consumer is not None
-        if self.exactly_once:
-            self.producer.abort_transaction(_TXN_OP_TIMEOUT)
-        self.metrics.transactions.labels("aborted").inc()
-        # The window's inputs start at the committed offsets: read them again from there
-        # (not when stopping: the next owner of the partitions starts from there anyway).
-        # Only the partitions the window read from, so the others keep their prefetched data.
+    def _rewind(self) -> None:
+        """Re-read the window's inputs from the committed offsets, so that nothing is lost.
+
+        Not when stopping: the next owner of the partitions starts from there anyway. Only
+        the partitions the window read from, so the others keep their prefetched data.
+        """
+        assert self.consumer is not None
         rewind = [tp for tp in self.consumer.assignment() if tp.partition in self.window_partitions]
         if rewind and not self.stopper.stopping:
             for tp in self.consumer.committed(rewind, timeout=_TXN_OP_TIMEOUT):
@@ -538,7 +629,7 @@ class Router:
         self.rebalances += 1
         # Offsets can no longer be committed for these: abort; the new owner re-reads them.
         if self.in_txn:
-            if self.exactly_once:
+            if self.exactly_once and not self.producer_hung:
                 self._abort_quietly()
             else:
                 self._reset_window()
@@ -549,7 +640,7 @@ class Router:
                 self.consumer.close()  # leave the group now, so it rebalances at once
             except Exception as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
-        if self.producer is not None:
+        if self.producer is not None and not self.producer_hung:
             try:
                 left = self.producer.flush(5.0)
             except KafkaException as exc:  # a fenced or otherwise failed producer: nothing to send

@@ -15,3 +15,7 @@ class DependencyUnavailable(LoginpipeError):
 
 class RepeatingFailure(LoginpipeError):
     """The same work kept failing past its retry budget: the service gives up, naming why."""
+
+
+class ProducerHung(DependencyUnavailable):
+    """A call into the Kafka producer never came back: the process must end, not wait."""

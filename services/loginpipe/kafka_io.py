@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
@@ -254,3 +255,34 @@ def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, A
         }
     )
     return conf
+
+
+class CallStuck(DependencyUnavailable):
+    """A client call ran far past its own timeout (it hangs in librdkafka)."""
+
+
+def call_bounded(fn: Callable[[float], None], timeout: float, grace: float) -> None:
+    """Run ``fn(timeout)`` in a helper thread; raise CallStuck if it is not back by timeout+grace.
+
+    A workaround for librdkafka#5456 (open in 2.16): ``send_offsets_to_transaction`` ignores
+    its timeout while the group coordinator is away and can block forever, even after the
+    broker is back (measured: a broker SIGKILLed under load). The caller abandons the stuck
+    client (the thread keeps its reference until the call returns, if ever) and makes a fresh
+    one. What ``fn`` raises is raised here.
+    """
+    box: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn(timeout)
+        except BaseException as exc:  # handed to the caller's thread
+            box.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="kafka-call", daemon=True).start()
+    if not done.wait(timeout + grace):
+        raise CallStuck(f"no answer {timeout + grace:g}s after a call with a {timeout:g}s timeout")
+    if box:
+        raise box[0]

@@ -96,6 +96,55 @@ class LocalRedis:
         self._script("stop")
 
 
+@dataclass
+class LocalKafka:
+    """A broker of a test's own (hack/kafka.sh), to kill and restart at will."""
+
+    port: int
+    controller_port: int
+    data_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "KAFKA_DATA_DIR": str(self.data_dir),
+        }
+
+    def start(self) -> LocalKafka:
+        subprocess.run([str(ROOT / "hack/kafka.sh"), "start"], env=self._env(), check=True)
+        return self
+
+    def stop(self) -> None:
+        subprocess.run([str(ROOT / "hack/kafka.sh"), "stop"], env=self._env(), check=False)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no clean shutdown) and wait until it is gone."""
+        pid = int((self.data_dir / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the broker to die", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[Callable[[], LocalKafka]]:
+    require(_kafka_jars_present(), "Kafka jars are not fetched: run `make deps`")
+    started: list[LocalKafka] = []
+
+    def make() -> LocalKafka:
+        k = LocalKafka(free_port(), free_port(), tmp_path / f"kafka-{len(started)}").start()
+        started.append(k)
+        return k
+
+    yield make
+    for k in started:
+        k.stop()
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[Callable[..., LocalRedis]]:
     require(

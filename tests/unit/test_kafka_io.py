@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from confluent_kafka import Message
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from loginpipe.kafka_io import LagFromStats, take
 from loginpipe.metrics import Metrics
@@ -73,3 +74,31 @@ def test_redis_url_credentials_never_reach_the_logs() -> None:
     shown = describe(s)["LOGINPIPE_REDIS_URL"]
     assert "s3cr3t" not in shown
     assert shown == "redis://***@redis:6379/0"
+
+
+def test_a_call_that_hangs_past_its_timeout_is_reported_stuck_instead_of_blocking() -> None:
+    import threading
+    import time
+
+    from loginpipe.kafka_io import CallStuck, call_bounded
+
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(CallStuck, match=r"0\.2s timeout"):
+        call_bounded(lambda t: release.wait(), 0.2, 0.3)  # ignores its timeout, as librdkafka#5456
+    assert time.monotonic() - started < 5
+    release.set()
+
+
+def test_a_bounded_call_returns_or_raises_what_the_call_does() -> None:
+    from loginpipe.kafka_io import call_bounded
+
+    seen: list[float] = []
+    call_bounded(seen.append, 1.5, 1.0)
+    assert seen == [1.5]
+
+    def fail(t: float) -> None:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "late"))
+
+    with pytest.raises(KafkaException, match="late"):
+        call_bounded(fail, 1.0, 1.0)
