@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -31,6 +32,7 @@ from loginpipe.redis_store import (
     decode_flat,
     migrate_positions,
     position_field,
+    read_hash,
     split_hash,
 )
 from loginpipe.runtime import Health, Stopper
@@ -57,6 +59,9 @@ def device_of(m: Message) -> str | None:
 
 # Redis (or a slot's node) unreachable: wait. Auth errors (a ConnectionError too) come first.
 _REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
+
+
+_T = TypeVar("_T")
 
 
 class _Stopping(Exception):
@@ -247,44 +252,40 @@ class Aggregator:
         """Apply the batch, waiting (unready) while Redis is away; the script makes retries safe.
 
         Returns None if the service is asked to stop while Redis is away: the batch is then
-        not applied and no offset moves (the next owner reads it again). Wrong credentials
-        or missing rights end the service (exit 2): waiting cannot mend them.
+        not applied and no offset moves (the next owner reads it again).
+        """
+        try:
+            result = self._redis(lambda: self._apply(keys=keys, args=args))
+        except _Stopping:
+            log.warning("stopping while Redis is unavailable: batch left for a re-read")
+            return None
+        if not self.health.ready()[0]:
+            self.health.set_ready(True)
+        return result
+
+    def _read_hash(self) -> tuple[dict[str, int], dict[str, dict[int, int]]]:
+        """Counts and positions, waiting (unready) while Redis is away."""
+        return self._redis(lambda: read_hash(self.redis, self.s.counts_key))
+
+    def _redis(self, call: Callable[[], _T]) -> _T:
+        """Run a Redis call, waiting (unready, backoff up to 5 s) for as long as Redis is away.
+
+        Raises _Stopping if the service is asked to stop meanwhile. Wrong credentials or
+        missing rights end the service (exit 2): waiting cannot mend them.
         """
         delay = 0.1
         while True:
             try:
-                result = self._apply(keys=keys, args=args)
-                if not self.health.ready()[0]:
-                    self.health.set_ready(True)
-                return result
-            except AUTH_ERRORS as exc:
-                raise auth_error(self.s, exc) from None
-            except _REDIS_AWAY as exc:
-                if self.stopper.stopping:
-                    log.warning("stopping while Redis is unavailable: batch left for a re-read")
-                    return None
-                self._redis_away(exc, delay)
-                delay = min(delay * 2, 5.0)
-
-    def _redis_away(self, exc: Exception, delay: float) -> None:
-        self.health.set_ready(False, f"Redis unavailable: {exc}")
-        log.warning("Redis unavailable, retrying", extra={"error": str(exc), "in": delay})
-        self.stopper.wait(delay)
-        self.health.beat()
-
-    def _read_hash(self) -> tuple[dict[str, int], dict[str, dict[int, int]]]:
-        """Counts and positions, waiting (unready) while Redis is away; None when stopping."""
-        delay = 0.1
-        while True:
-            try:
-                raw: dict[bytes, bytes] = self.redis.hgetall(self.s.counts_key)
-                return split_hash({k.decode(): v.decode() for k, v in raw.items()})
+                return call()
             except AUTH_ERRORS as exc:
                 raise auth_error(self.s, exc) from None
             except _REDIS_AWAY as exc:
                 if self.stopper.stopping:
                     raise _Stopping from None
-                self._redis_away(exc, delay)
+                self.health.set_ready(False, f"Redis unavailable: {exc}")
+                log.warning("Redis unavailable, retrying", extra={"error": str(exc), "in": delay})
+                self.stopper.wait(delay)
+                self.health.beat()
                 delay = min(delay * 2, 5.0)
 
     def _set_counts(self, counts: dict[str, int]) -> None:

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 _TXN_OP_TIMEOUT = 30.0
 # How long past its own timeout a transaction call may run before it counts as hung (see
-# kafka_io.call_bounded): the client is then replaced.
+# kafka_io.call_bounded): the process then ends (ProducerHung).
 _STUCK_GRACE = 10.0
 # The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
 # are all cut away still needs about 1 KiB, plus the record's own overhead.
@@ -521,7 +521,7 @@ class Router:
         backoff = self._note_failure(
             err,
             "running",
-            "producer failed (a fatal error or a hung call), replacing it and rewinding",
+            "producer failed fatally, replacing it and rewinding",
         )
         old, self.producer = self.producer, None
         if old is not None:

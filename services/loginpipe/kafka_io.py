@@ -266,9 +266,9 @@ def call_bounded(fn: Callable[[float], None], timeout: float, grace: float) -> N
 
     A workaround for librdkafka#5456 (open in 2.16): ``send_offsets_to_transaction`` ignores
     its timeout while the group coordinator is away and can block forever, even after the
-    broker is back (measured: a broker SIGKILLed under load). The caller abandons the stuck
-    client (the thread keeps its reference until the call returns, if ever) and makes a fresh
-    one. What ``fn`` raises is raised here.
+    broker is back (measured: a broker SIGKILLed under load). The caller must not touch the
+    stuck client again (the consumer ends its process: the client cannot be destroyed while
+    the call runs). What ``fn`` raises is raised here.
     """
     box: list[BaseException] = []
     done = threading.Event()

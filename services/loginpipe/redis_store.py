@@ -206,13 +206,13 @@ def migrate_positions(s: RedisSettings, client: redis.Redis | RedisCluster, topi
         log.info("positions moved into the counts hash", extra={"from": legacy, "n": moved})
 
 
+def read_hash(
+    client: redis.Redis | RedisCluster, key: str
+) -> tuple[dict[str, int], dict[str, dict[int, int]]]:
+    """The counts hash as (counts, positions per topic and partition)."""
+    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+    return split_hash({k.decode(): v.decode() for k, v in raw.items()})
+
+
 def read_counts(client: redis.Redis | RedisCluster, key: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-    counts, _ = split_hash({k.decode(): v.decode() for k, v in raw.items()})
-    return counts
-
-
-def read_positions(client: redis.Redis | RedisCluster, key: str, topic: str) -> dict[int, int]:
-    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-    _, positions = split_hash({k.decode(): v.decode() for k, v in raw.items()})
-    return positions.get(topic, {})
+    return read_hash(client, key)[0]

@@ -63,11 +63,11 @@ def test_the_broker_killed_during_commits_ends_in_exact_outputs_and_never_a_trac
         try:
             assert_exactly_once(pl, count)
         except AssertionError as exc:
-            # Open finding (issue 10): in about 2 runs of 5, a few hundred outputs of one topic
-            # are missing from read_committed readers (Kafka's own console consumer agrees)
-            # although their inputs' offsets are committed: a transaction left hanging by the
-            # broker's SIGKILL, not yet understood. Reported, not hidden: the XFAIL shows in
-            # the summary with the numbers.
+            # Open finding (issue 10): in about 2 runs of 5, a few hundred outputs are
+            # missing for read_committed readers (Kafka's own console consumer agrees) although
+            # their inputs' offsets are committed, and no transaction is left open (Kafka's
+            # find-hanging and describe-producers show none): not yet understood. Reported,
+            # not hidden: the XFAIL shows in the summary with the numbers.
             pytest.xfail(f"known: outputs missing after broker SIGKILL ({str(exc)[:200]})")
     except BaseException:
         for svc in pl.services:  # shown with the failure
