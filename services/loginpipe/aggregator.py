@@ -21,7 +21,13 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from loginpipe import envelope
-from loginpipe.kafka_io import LagFromStats, check_kafka, consumer_base_config, take
+from loginpipe.kafka_io import (
+    LagFromStats,
+    Rebalances,
+    check_kafka,
+    consumer_base_config,
+    take,
+)
 from loginpipe.metrics import Metrics
 from loginpipe.redis_store import (
     APPLY_BATCH_LUA,
@@ -143,7 +149,7 @@ class Aggregator:
         self.counts: dict[str, int] = {}
         # Per assigned partition, the position this aggregator last read or wrote in Redis.
         self.positions: dict[int, str] = {}
-        self.rebalances = 0
+        self.rebalances = Rebalances()  # what the rebalance callbacks did (see kafka_io.take)
 
     def run(self) -> None:
         s = self.s
@@ -164,7 +170,7 @@ class Aggregator:
             self.health.set_ready(False, "joining the consumer group")
             log.info("aggregator started", extra={"group": s.group_id, "counts_key": s.counts_key})
             while not self.stopper.stopping:
-                msgs = take(self.consumer, s.batch_size, 0.5, self)
+                msgs = take(self.consumer, s.batch_size, 0.5, self.rebalances)
                 self.health.beat()
                 if msgs:
                     self._apply_batch(msgs)
@@ -310,7 +316,7 @@ class Aggregator:
         go on; this one holds its partitions without reading them). Asked to stop meanwhile:
         take nothing, the next owner resumes from Redis.
         """
-        self.rebalances += 1
+        self.rebalances.assigned()
         self.positions = {}
         try:
             stored = self._read_hash()[1].get(self.s.topic_processed, {})
@@ -331,6 +337,6 @@ class Aggregator:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
-        self.rebalances += 1
+        self.rebalances.revoked(partitions)
         self.positions = {}
         consumer.unassign()

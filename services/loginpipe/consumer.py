@@ -38,6 +38,7 @@ from loginpipe.exceptions import (
 from loginpipe.kafka_io import (
     CallStuck,
     LagFromStats,
+    Rebalances,
     TransactionalIdClaim,
     call_bounded,
     check_kafka,
@@ -96,7 +97,7 @@ class Router:
         # abort must rewind.
         self.window_partitions: set[int] = set()
         self.delivery_errors: list[KafkaError] = []  # at-least-once: failed deliveries
-        self.rebalances = 0  # bumped by every rebalance callback (see kafka_io.take)
+        self.rebalances = Rebalances()  # what the rebalance callbacks did (see kafka_io.take)
         self.producer_hung = False  # a call into the producer never came back
 
     # ---- set-up -----------------------------------------------------------------------
@@ -105,6 +106,10 @@ class Router:
         self.producer = Producer(self._producer_config())
         cconf = consumer_base_config(s, s.group_id)
         cconf["stats_cb"] = LagFromStats(self.metrics)
+        # Incremental rebalancing: when a consumer joins or leaves (an autoscaler's step), only
+        # the partitions that move stop; the others keep their position and their open
+        # transaction. The eager default revokes every member's every partition at each step.
+        cconf["partition.assignment.strategy"] = "cooperative-sticky"
         self.consumer = Consumer(cconf)
 
     def _producer_config(self) -> dict[str, Any]:
@@ -258,7 +263,7 @@ class Router:
                     wait = max(0.0, min(0.5, self.txn_started + interval - time.monotonic()))
                 else:
                     wait = 0.5
-                msgs = take(self.consumer, batch_size, wait, self)
+                msgs = take(self.consumer, batch_size, wait, self.rebalances)
                 self.health.beat()
                 if msgs:
                     self._process(msgs)
@@ -614,19 +619,19 @@ class Router:
     # ---- rebalance callbacks (run inside consume()) -------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
-        self.rebalances += 1
+        self.rebalances.assigned()
         self.health.set_ready(True)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
-        self.rebalances += 1
+        self.rebalances.revoked(partitions)
         # Everything handed out so far has been routed: commit it before the partitions go.
         if self.in_txn:
             self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
-        self.rebalances += 1
+        self.rebalances.revoked(partitions)
         # Offsets can no longer be committed for these: abort; the new owner re-reads them.
         if self.in_txn:
             if self.exactly_once and not self.producer_hung:

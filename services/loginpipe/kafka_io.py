@@ -7,9 +7,9 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 
@@ -200,19 +200,41 @@ class LagFromStats:
         self._seen = seen
 
 
-class Rebalancing(Protocol):
-    rebalances: int  # bumped by every rebalance callback
+class Rebalances:
+    """What the rebalance callbacks did: how many ran, and when each partition was taken away.
+
+    With the cooperative assignor a rebalance takes away only some partitions; the others keep
+    their fetch position, so a message of theirs already handed out must not be dropped.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._revoked: dict[tuple[str, int], int] = {}
+
+    def assigned(self) -> None:
+        self.count += 1
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked or lost: their positions restart from the committed offsets."""
+        self.count += 1
+        for tp in partitions:
+            self._revoked[(tp.topic, tp.partition)] = self.count
+
+    def kept_since(self, count: int, msg: Message) -> bool:
+        """Whether ``msg``'s partition stayed assigned through every rebalance after ``count``."""
+        return self._revoked.get((msg.topic(), msg.partition()), 0) <= count  # type: ignore[arg-type]
 
 
-def take(consumer: Consumer, n: int, wait: float, state: Rebalancing) -> list[Message]:
+def take(consumer: Consumer, n: int, wait: float, rebalances: Rebalances) -> list[Message]:
     """Up to ``n`` messages as soon as there are any, waiting at most ``wait`` seconds.
 
     ``Consumer.consume(n, timeout)`` returns only once it has ``n`` messages or the timeout
     has passed, which at a modest rate holds every message for the whole timeout. This takes
     what is there; if nothing is, it waits for one message and then drains what came with it.
-    If a rebalance ran inside the second call, the first message may belong to a partition
-    that is no longer ours: it is dropped (the partition's owner reads it again from the
-    committed position).
+    If a rebalance ran inside the second call and took the first message's partition away
+    (even to hand it back: its position then restarts from the committed offset), that
+    message is dropped: the partition's owner reads it again from the committed position. A
+    partition the rebalance left alone keeps its position, so its message is kept.
     """
     msgs = consumer.consume(n, 0)
     if msgs:
@@ -220,9 +242,9 @@ def take(consumer: Consumer, n: int, wait: float, state: Rebalancing) -> list[Me
     first = consumer.consume(1, wait)
     if not first or n == 1:
         return first
-    generation = state.rebalances
+    generation = rebalances.count
     rest = consumer.consume(n - 1, 0)
-    if state.rebalances != generation:
+    if rebalances.count != generation and not rebalances.kept_since(generation, first[0]):
         return rest
     return first + rest
 

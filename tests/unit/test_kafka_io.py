@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from loginpipe.kafka_io import LagFromStats, take
+from loginpipe.kafka_io import LagFromStats, Rebalances, take
 from loginpipe.metrics import Metrics
 from loginpipe.settings import AggregatorSettings, describe, load
 
@@ -15,37 +15,65 @@ from loginpipe.settings import AggregatorSettings, describe, load
 class FakeConsumer:
     """Hands out scripted batches; may run a 'rebalance' inside a call, as librdkafka does."""
 
-    def __init__(self, batches: list[list[Message]], rebalance_on_call: int | None = None):
+    def __init__(
+        self,
+        batches: list[list[Message]],
+        rebalance_on_call: int | None = None,
+        revoke: list[int] | None = None,
+    ):
         self.batches = batches
         self.calls = 0
         self.rebalance_on_call = rebalance_on_call
-        self.rebalances = 0
+        self.revoke = [TopicPartition("t", p) for p in revoke or []]
+        self.rebalances = Rebalances()
 
     def consume(self, n: int, timeout: float) -> list[Message]:
         self.calls += 1
         if self.calls == self.rebalance_on_call:
-            self.rebalances += 1
+            self.rebalances.revoked(self.revoke)
+            self.rebalances.assigned()
         return self.batches.pop(0)[:n] if self.batches else []
 
 
-def msg(offset: int) -> Message:
-    return Message(topic="t", partition=0, offset=offset, value=b"{}")
+def msg(offset: int, partition: int = 0) -> Message:
+    return Message(topic="t", partition=partition, offset=offset, value=b"{}")
 
 
 def test_take_returns_what_is_there_without_waiting_for_a_full_batch() -> None:
     c = FakeConsumer([[msg(0), msg(1)]])
-    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [0, 1]
+    assert [m.offset() for m in take(c, 1000, 0.5, c.rebalances)] == [0, 1]
     assert c.calls == 1
 
 
 def test_take_waits_for_one_message_then_drains_the_rest() -> None:
     c = FakeConsumer([[], [msg(0)], [msg(1), msg(2)]])
-    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [0, 1, 2]
+    assert [m.offset() for m in take(c, 1000, 0.5, c.rebalances)] == [0, 1, 2]
 
 
-def test_take_drops_a_message_whose_partition_may_have_been_revoked_meanwhile() -> None:
-    c = FakeConsumer([[], [msg(0)], [msg(7)]], rebalance_on_call=3)
-    assert [m.offset() for m in take(c, 1000, 0.5, c)] == [7]
+def test_take_drops_a_message_whose_partition_was_revoked_meanwhile() -> None:
+    # Eager: every partition revoked (and maybe handed back, restarting from the commit).
+    c = FakeConsumer([[], [msg(0)], [msg(7)]], rebalance_on_call=3, revoke=[0])
+    assert [m.offset() for m in take(c, 1000, 0.5, c.rebalances)] == [7]
+
+
+def test_take_keeps_a_message_whose_partition_a_cooperative_rebalance_left_alone() -> None:
+    # Partition 0 keeps its position past offset 5: dropping 5 would lose it.
+    c = FakeConsumer([[], [msg(5)], [msg(6), msg(3, partition=2)]], rebalance_on_call=3, revoke=[1])
+    assert [(m.partition(), m.offset()) for m in take(c, 1000, 0.5, c.rebalances)] == [
+        (0, 5),
+        (0, 6),
+        (2, 3),
+    ]
+
+
+def test_a_partition_revoked_before_the_message_was_taken_does_not_drop_it() -> None:
+    r = Rebalances()
+    r.revoked([TopicPartition("t", 0)])
+    generation = r.count
+    r.assigned()
+    assert r.kept_since(generation, msg(4))
+    r.revoked([TopicPartition("t", 0)])
+    assert not r.kept_since(generation, msg(4))
 
 
 def test_lag_comes_from_what_was_consumed_not_from_the_consumers_own_commits() -> None:
