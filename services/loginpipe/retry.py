@@ -35,7 +35,12 @@ class FailureStreak:
         self.last_cause = cause
         new = cause not in self.seen
         self.seen.add(cause)
-        return new, min(FIRST_BACKOFF * 2 ** (self.count - 1), MAX_BACKOFF)
+        return new, self.backoff
+
+    @property
+    def backoff(self) -> float:
+        """Seconds to wait before the next try: doubling with each failure in the streak."""
+        return float(min(FIRST_BACKOFF * 2.0 ** max(self.count - 1, 0), MAX_BACKOFF))
 
     @property
     def seconds(self) -> float:

@@ -264,10 +264,9 @@ def test_a_producer_fatal_error_is_traced_to_its_fencing(make_pipeline) -> None:
     # it was fenced (and so exit 2 naming the setting), whichever call met the error first.
     from confluent_kafka import KafkaError, KafkaException
 
-    from loginpipe.consumer import Router
+    from loginpipe.commit_window import TransactionalWindow
     from loginpipe.metrics import Metrics
     from loginpipe.runtime import Health, Stopper
-    from loginpipe.settings import ConsumerSettings, load
 
     pl = make_pipeline(partitions=1)
     txn_id = f"fence-probe-{pl.id}"
@@ -289,6 +288,17 @@ def test_a_producer_fatal_error_is_traced_to_its_fencing(make_pipeline) -> None:
 
     generic = wait_for("produce() to report the generic fatal error", produce_until_fatal, 30)
     metrics = Metrics("consumer")
-    router = Router(load(ConsumerSettings, pl.env), metrics, Health(metrics), Stopper())
-    router.producer = fenced
-    assert router._underlying(generic).code() == KafkaError._FENCED
+    window = TransactionalWindow(
+        transaction_timeout_ms=60_000,
+        init_timeout_seconds=10,
+        consumer=None,  # type: ignore[arg-type]
+        producer_config={},
+        producer_factory=lambda conf: fenced,
+        input_topic=pl.input,
+        output_topics=(pl.processed, pl.errors),
+        metrics=metrics,
+        health=Health(metrics),
+        stopper=Stopper(),
+        failure_budget_seconds=120,
+    )
+    assert window.underlying(generic).code() == KafkaError._FENCED

@@ -181,21 +181,3 @@ def test_a_commit_interval_not_below_the_transaction_timeout_fails() -> None:
         load(ConsumerSettings, env)
     # At-least-once has no transactions: the pair does not matter there.
     load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
-
-
-def test_a_transaction_timeout_the_broker_refuses_is_a_configuration_error() -> None:
-    from confluent_kafka import KafkaError, KafkaException
-
-    from loginpipe.consumer import Router
-    from loginpipe.metrics import Metrics
-    from loginpipe.runtime import Health, Stopper
-
-    class Refusing:  # the broker's answer, as librdkafka raises it
-        def init_transactions(self, timeout: float) -> None:
-            raise KafkaException(KafkaError(KafkaError.INVALID_TRANSACTION_TIMEOUT))
-
-    metrics = Metrics("consumer")
-    router = Router(load(ConsumerSettings, {}), metrics, Health(metrics), Stopper())
-    router.producer = Refusing()  # type: ignore[assignment]
-    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS"):
-        router._init_transactions()

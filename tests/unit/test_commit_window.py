@@ -1,0 +1,335 @@
+"""The consumer's commit window, every path without a broker: fakes raise librdkafka's errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+from loginpipe.commit_window import AckedWindow, CommitWindow, TransactionalWindow
+from loginpipe.exceptions import ConfigError, RepeatingFailure
+from loginpipe.metrics import Metrics
+from loginpipe.retry import FailureStreak
+from loginpipe.runtime import Health, Stopper
+
+TOPIC = "in"
+
+
+def abortable(code: int = KafkaError._TIMED_OUT) -> KafkaError:
+    return KafkaError(code, "abortable", txn_requires_abort=True)
+
+
+def retriable(code: int = KafkaError._TRANSPORT) -> KafkaError:
+    return KafkaError(code, "retriable", retriable=True)
+
+
+def fatal(code: int = KafkaError.INVALID_TXN_STATE) -> KafkaError:
+    return KafkaError(code, "fatal", fatal=True)
+
+
+class FakeProducer:
+    """Records transaction calls; ``fail[name]`` lists the errors its next calls raise."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf = conf
+        self.calls: list[str] = []
+        self.fail: dict[str, list[KafkaError]] = {}
+        self.unflushed = 0
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        errors = self.fail.get(name)
+        if errors:
+            raise KafkaException(errors.pop(0))
+
+    def init_transactions(self, timeout: float) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        self._call("send_offsets")
+        self.sent = offsets
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort")
+
+    def purge(self) -> None:
+        self._call("purge")
+
+    def flush(self, timeout: float) -> int:
+        self._call("flush")
+        return self.unflushed
+
+
+class FakeConsumer:
+    def __init__(self, assigned: list[int], committed: dict[int, int]) -> None:
+        self.assigned = assigned
+        self.committed_offsets = committed
+        self.seeks: list[tuple[int, int]] = []
+        self.commits: list[list[tuple[int, int]]] = []
+        self.committed_error: KafkaError | None = None
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, p) for p in self.assigned]
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[Any]:
+        return [
+            SimpleNamespace(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=self.committed_offsets.get(tp.partition, -1001),  # -1001: none
+                error=self.committed_error,
+            )
+            for tp in tps
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+
+class NoWaitStopper(Stopper):
+    """Backoffs are recorded, not slept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return self.stopping
+
+
+def make(
+    kind: type[CommitWindow] = TransactionalWindow,
+    assigned: tuple[int, ...] = (0, 1, 2),
+    committed: dict[int, int] | None = None,
+) -> tuple[Any, list[FakeProducer], FakeConsumer]:
+    producers: list[FakeProducer] = []
+
+    def factory(conf: dict[str, Any]) -> FakeProducer:
+        producers.append(FakeProducer(conf))
+        return producers[-1]
+
+    consumer = FakeConsumer(
+        list(assigned), {0: 10, 1: 20, 2: 30} if committed is None else committed
+    )
+    metrics = Metrics("consumer")
+    extra: dict[str, Any] = (
+        {"transaction_timeout_ms": 60_000, "init_timeout_seconds": 10.0}
+        if kind is TransactionalWindow
+        else {}
+    )
+    window = kind(
+        consumer=consumer,  # type: ignore[arg-type]
+        producer_config={"bootstrap.servers": "127.0.0.1:1"},
+        producer_factory=factory,  # type: ignore[arg-type]
+        input_topic=TOPIC,
+        output_topics=("processed", "errors"),
+        metrics=metrics,
+        health=Health(metrics),
+        stopper=NoWaitStopper(),
+        failure_budget_seconds=120,
+        **extra,
+    )
+    return window, producers, consumer
+
+
+def route(window: Any, *records: tuple[int, int], valid: str = "ios") -> None:
+    """What the hot path does for each routed input record (partition, offset)."""
+    if not window.is_open:
+        window.open()
+    for p, o in records:
+        window.partitions.add(p)
+        window.next_offsets[p] = o + 1
+        window.valid[valid] += 1
+
+
+def sample(window: Any, name: str, **labels: str) -> float:
+    value = window.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else float(value)
+
+
+def test_a_commit_sends_the_next_offsets_into_the_transaction_and_resets_the_window() -> None:
+    w, (p,), _c = make()
+    route(w, (0, 10), (0, 11), (2, 30))
+    w.commit()
+    assert p.calls == ["begin", "send_offsets", "commit"]
+    assert sorted((tp.partition, tp.offset) for tp in p.sent) == [(0, 12), (2, 31)]
+    assert not w.is_open and not w.next_offsets and not w.partitions
+    assert sample(w, "loginpipe_transactions_total", result="committed") == 1
+    assert sample(w, "loginpipe_events_valid_total", device_type="ios") == 3
+
+
+def test_an_abortable_commit_aborts_and_rewinds_only_the_partitions_the_window_read() -> None:
+    w, (p,), c = make()
+    route(w, (0, 10), (2, 30))
+    p.fail["commit"] = [abortable()]
+    w.commit()
+    assert p.calls == ["begin", "send_offsets", "commit", "abort"]
+    assert sorted(c.seeks) == [(0, 10), (2, 30)]  # partition 1 keeps its prefetched data
+    assert not w.is_open
+    assert sample(w, "loginpipe_transactions_total", result="aborted") == 1
+    assert sample(w, "loginpipe_events_valid_total", device_type="ios") == 0
+    assert not w.health.ready()[0]
+    assert w.stopper.waits == [0.1]
+
+
+def test_a_retriable_commit_error_is_retried_within_the_commits_budget() -> None:
+    w, (p,), c = make()
+    route(w, (1, 20))
+    p.fail["send_offsets"] = [retriable(), retriable()]
+    w.commit()
+    assert p.calls == ["begin", "send_offsets", "send_offsets", "send_offsets", "commit"]
+    assert c.seeks == []
+    assert sample(w, "loginpipe_transactions_total", result="committed") == 1
+
+
+def test_a_partition_never_committed_rewinds_to_the_beginning_not_past_its_input() -> None:
+    w, (p,), c = make(committed={})
+    route(w, (1, 0))
+    p.fail["commit"] = [abortable()]
+    w.commit()
+    assert c.seeks == [(1, OFFSET_BEGINNING)]
+
+
+def test_an_error_reading_a_committed_offset_stops_instead_of_replaying_from_the_start() -> None:
+    w, (p,), c = make()
+    route(w, (1, 20))
+    p.fail["commit"] = [abortable()]
+    c.committed_error = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)
+    with pytest.raises(KafkaException):
+        w.commit()
+    assert c.seeks == []
+
+
+def test_a_failing_abort_is_retried_with_backoff_until_it_succeeds() -> None:
+    w, (p,), c = make()
+    route(w, (0, 10))
+    p.fail["commit"] = [abortable()]
+    p.fail["abort"] = [retriable(), retriable()]
+    w.commit()
+    assert p.calls.count("abort") == 3
+    assert c.seeks == [(0, 10)]
+    assert w.stopper.waits == [0.2, 0.4, 0.4]  # one streak: the backoff grows
+
+
+def test_a_fatal_commit_error_is_raised_for_the_loop_to_replace_the_producer() -> None:
+    w, (p,), _c = make()
+    route(w, (0, 10))
+    p.fail["commit"] = [fatal()]
+    with pytest.raises(KafkaException) as exc:
+        w.commit()
+    err = exc.value.args[0]
+    assert w.replaceable(w.underlying(err), err)
+
+
+def test_a_replaced_producer_is_a_fresh_one_that_inits_transactions_and_rewinds() -> None:
+    w, producers, c = make()
+    route(w, (2, 30))
+    w.replace_producer(fatal())
+    old, new = producers
+    assert "purge" in old.calls
+    assert w.producer is new and new.calls == ["init"]
+    assert new.conf == old.conf
+    assert c.seeks == [(2, 30)]
+    assert not w.is_open
+    assert sample(w, "loginpipe_transaction_failures_total", cause="INVALID_TXN_STATE") == 1
+
+
+def test_a_failure_that_keeps_repeating_exits_naming_its_cause_once_the_budget_is_spent() -> None:
+    w, (p,), _c = make()
+    now = [0.0]
+    w.streak = FailureStreak(120, clock=lambda: now[0])
+    for t in (0.0, 60.0):
+        now[0] = t
+        route(w, (0, 10))
+        p.fail["commit"] = [abortable(KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+        w.commit()
+    now[0] = 121.0
+    route(w, (0, 10))
+    p.fail["commit"] = [abortable(KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+    with pytest.raises(RepeatingFailure, match=r"TOPIC_AUTHORIZATION_FAILED.*FAILURE_BUDGET"):
+        w.commit()
+
+
+def test_a_success_ends_the_streak_and_makes_the_consumer_ready_again() -> None:
+    w, (p,), _c = make()
+    route(w, (0, 10))
+    p.fail["commit"] = [abortable()]
+    w.commit()
+    assert not w.health.ready()[0]
+    route(w, (0, 10))
+    w.commit()
+    assert w.health.ready()[0]
+    assert w.streak.count == 0
+
+
+def test_a_produce_error_fails_the_window_only_if_the_transaction_must_abort() -> None:
+    w, _, _ = make()
+    assert w.produce_failure_aborts(abortable())
+    assert w.produce_failure_aborts(KafkaError(KafkaError._STATE))
+    assert not w.produce_failure_aborts(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+
+
+def test_lost_partitions_abort_the_open_transaction_but_a_hung_producer_is_left_alone() -> None:
+    w, (p,), _c = make()
+    route(w, (0, 10))
+    w.lost()
+    assert p.calls[-1] == "abort" and not w.is_open
+    route(w, (0, 11))
+    w.hung = True
+    w.lost()
+    assert p.calls.count("abort") == 1 and not w.is_open
+    w.close()
+    assert "flush" not in p.calls  # a hung producer is never touched again
+
+
+def test_a_transaction_timeout_the_broker_refuses_is_a_configuration_error() -> None:
+    w, (p,), _ = make()
+    p.fail["init"] = [KafkaError(KafkaError.INVALID_TRANSACTION_TIMEOUT)]
+    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS"):
+        w.start()
+
+
+def test_at_least_once_commits_the_offsets_only_after_every_record_is_delivered() -> None:
+    w, (p,), c = make(AckedWindow)
+    assert "on_delivery" in p.conf
+    route(w, (0, 10), (1, 20))
+    w.commit()
+    assert p.calls == ["flush"]
+    assert sorted(c.commits[0]) == [(0, 11), (1, 21)]
+
+
+def test_at_least_once_a_failed_delivery_commits_nothing_and_rewinds() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w._on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Msg("errors"))
+    w.commit()
+    assert c.commits == [] and c.seeks == [(0, 10)]
+    assert sample(w, "loginpipe_produce_errors_total", topic="errors") == 1
+    assert sample(w, "loginpipe_transaction_failures_total", cause="MSG_SIZE_TOO_LARGE") == 1
+    route(w, (0, 10))
+    p.unflushed = 3  # the broker away: records still queued when the flush gives up
+    w.commit()
+    assert c.commits == [] and c.seeks == [(0, 10), (0, 10)]
+
+
+class _Msg:
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
