@@ -117,8 +117,21 @@ class LocalKafka:
         }
 
     def start(self) -> LocalKafka:
+        # hack/kafka.sh keeps one previous log; a test that restarts the broker keeps them all.
+        current = self.data_dir / "kafka.log"
+        if current.exists():
+            runs = len(list(self.data_dir.glob("kafka-run-*.log")))
+            shutil.copy(current, self.data_dir / f"kafka-run-{runs}.log")
         subprocess.run([str(ROOT / "hack/kafka.sh"), "start"], env=self._env(), check=True)
         return self
+
+    def logs(self) -> str:
+        """The broker's log over every start, oldest first."""
+        runs = sorted(
+            self.data_dir.glob("kafka-run-*.log"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+        )
+        current = self.data_dir / "kafka.log"
+        return "".join(p.read_text(errors="replace") for p in [*runs, current] if p.exists())
 
     def stop(self) -> None:
         subprocess.run([str(ROOT / "hack/kafka.sh"), "stop"], env=self._env(), check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,21 @@ from tests.integration.conftest import Pipeline, wait_for
 from tests.integration.test_pipeline import assert_exactly_once, generate_args
 
 pytestmark = pytest.mark.integration
+
+# Kafka's TransactionMarkerChannelManager, when a partition's leader is unknown.
+_SKIPPED_MARKERS = re.compile(
+    r"Couldn't find leader endpoint for partitions .*? while trying to send transaction "
+    r"markers for (\S+), these partitions are likely deleted"
+)
+
+
+def broker_skipped_markers(broker_log: str, transactional_id: str) -> list[str]:
+    """The broker's lines saying it skipped markers of ``transactional_id``'s transactions."""
+    return [
+        line
+        for line in broker_log.splitlines()
+        if (m := _SKIPPED_MARKERS.search(line)) and m.group(1).rstrip(",") == transactional_id
+    ]
 
 
 def test_the_broker_killed_during_commits_ends_in_exact_outputs_and_never_a_traceback(
@@ -63,15 +79,41 @@ def test_the_broker_killed_during_commits_ends_in_exact_outputs_and_never_a_trac
         try:
             assert_exactly_once(pl, count)
         except AssertionError as exc:
-            # Open finding (issue 10): in about 2 runs of 5, a few hundred outputs are
-            # missing for read_committed readers (Kafka's own console consumer agrees) although
-            # their inputs' offsets are committed, and no transaction is left open (Kafka's
-            # find-hanging and describe-producers show none): not yet understood. Reported,
-            # not hidden: the XFAIL shows in the summary with the numbers.
-            pytest.xfail(f"known: outputs missing after broker SIGKILL ({str(exc)[:200]})")
+            # A broker bug, not the consumer's: KAFKA-20734 (apache/kafka#22680, open). After
+            # an unclean restart a single broker is briefly fenced, its partitions leaderless;
+            # its transaction coordinator, completing a transaction that was PrepareCommit at
+            # the kill, takes a leaderless partition for a deleted one, skips its marker and
+            # completes the commit. The input offsets (marker written before the kill) are
+            # committed; the outputs left unmarked are aborted by the next marker. Accepted
+            # only with the broker's own line for this consumer's transactional id: any other
+            # loss fails the test.
+            skipped = broker_skipped_markers(
+                kafka.logs(), pl.env["LOGINPIPE_CONSUMER_TRANSACTIONAL_ID"]
+            )
+            if not skipped:
+                raise
+            pytest.xfail(
+                f"KAFKA-20734: the broker skipped transaction markers ({skipped[0][:160]}...) "
+                f"and outputs were lost ({str(exc)[:160]})"
+            )
     except BaseException:
         for svc in pl.services:  # shown with the failure
             print(f"--- {svc.name} ---\n{svc.log()[-4000:]}")
         raise
     finally:
         pl.close()
+
+
+def test_the_brokers_skipped_marker_line_is_recognised_for_its_transactional_id_only() -> None:
+    # As Kafka 4.3.1 logged it in a run of the test above (one line, cut here for width).
+    line = (
+        "[2026-11-30 08:17:18,313] INFO [Transaction Marker Channel Manager 1]: Couldn't find "
+        "leader endpoint for partitions HashSet(user-login-errors-a9-0, __consumer_offsets-4, "
+        "user-login-processed-a9-0) while trying to send transaction markers for tx-a9, these "
+        "partitions are likely deleted already and hence can be skipped "
+        "(kafka.coordinator.transaction.TransactionMarkerChannelManager)"
+    )
+    log = f"[2026-11-30 08:17:18,312] INFO other line\n{line}\n"
+    assert broker_skipped_markers(log, "tx-a9") == [line]
+    assert broker_skipped_markers(log, "tx-a") == []
+    assert broker_skipped_markers(log, "tx-a9b") == []
