@@ -119,6 +119,10 @@ crd-schemas: venv ## regenerate k8s/vendor/crd-schemas from the vendored CRDs
 crd-schemas-check: venv ## verify the vendored files' sha256 and that the schemas match their CRDs
 	$(PY) hack/crd_schemas.py --check
 
+.PHONY: chart-acl
+chart-acl: venv ## regenerate the chart's Redis ACL rules (charts/loginpipe/files/redis-acl.json) from loginpipe.rights
+	$(PY) -c 'import json; from loginpipe.rights import REDIS_COMMANDS, redis_acl_rules; print(json.dumps({r: redis_acl_rules(r, "{prefix}") for r in REDIS_COMMANDS}, indent=2))' > charts/loginpipe/files/redis-acl.json
+
 .PHONY: chart-readme
 chart-readme: venv ## regenerate the chart README's parameter table from values.yaml
 	$(PY) charts/loginpipe/tests/readme.py

@@ -156,7 +156,7 @@ class Aggregator:
         self.redis = check_redis(s, s.startup_timeout_seconds, self.stopper)
         check_eviction(s, self.redis)
         check_kafka(s, [s.topic_processed], s.startup_timeout_seconds)
-        migrate_positions(s, self.redis, s.topic_processed)
+        self._redis(lambda: migrate_positions(s, self.redis, s.topic_processed))
         self._apply = self.redis.register_script(APPLY_BATCH_LUA)
         self._set_counts(self._read_hash()[0])
         conf = consumer_base_config(s, s.group_id)

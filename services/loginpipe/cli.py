@@ -175,6 +175,18 @@ def _fatal(command: str, message: str, code: int) -> None:
         sys.stderr.write(text + "\n")
 
 
+def cmd_redis_acl(args: argparse.Namespace) -> int:
+    from loginpipe.exceptions import ConfigError
+    from loginpipe.rights import redis_acl_rules
+
+    prefix = args.key_prefix or load(CountsSettings, os.environ).redis_key_prefix
+    try:
+        sys.stdout.write(redis_acl_rules(args.role, prefix) + "\n")
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (LOGINPIPE_REDIS_KEY_PREFIX or --key-prefix)") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loginpipe",
@@ -213,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="show the settings in effect")
     cf.add_argument("--markdown", action="store_true", help="the README's table of variables")
     cf.set_defaults(fn=cmd_config)
+
+    ra = sub.add_parser(
+        "redis-acl",
+        help="print a role's Redis ACL rules (for ACL SETUSER or an ACL file)",
+        description="The Redis rights of a role, and no more: `aggregator` (the aggregator) or "
+        "`reader` (the counts command). Keys: LOGINPIPE_REDIS_KEY_PREFIX, or --key-prefix. "
+        "Example: redis-cli ACL SETUSER loginpipe-aggregator on '>PASSWORD' "
+        "$(loginpipe redis-acl aggregator)",
+    )
+    ra.add_argument("role", choices=("aggregator", "reader"))
+    ra.add_argument("--key-prefix", help="key prefix (default: LOGINPIPE_REDIS_KEY_PREFIX)")
+    ra.set_defaults(fn=cmd_redis_acl)
 
     r = sub.add_parser("run", help="run the whole pipeline locally with live counts")
     r.add_argument("--partitions", type=int, default=6)

@@ -115,6 +115,8 @@ def decode_flat(flat: list[bytes]) -> dict[str, str]:
 
 def redis_client(s: RedisSettings, timeout: float = 5.0) -> redis.Redis | RedisCluster:
     kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if s.redis_username:
+        kwargs["username"] = s.redis_username
     if s.redis_password:
         kwargs["password"] = s.redis_password.reveal()
     if s.redis_cluster:
@@ -126,13 +128,15 @@ def auth_error(s: RedisSettings, exc: Exception) -> ConfigError:
     """Wrong credentials or missing rights: retrying cannot help, the operator must act."""
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return ConfigError(
-            f"Redis at {mask_url(s.redis_url)} refused a command ({exc}): the Redis user needs "
-            "HGETALL, HGET, HSET, HINCRBY, DEL, EVALSHA/EVAL and INFO on the keys under "
-            "LOGINPIPE_REDIS_KEY_PREFIX"
+            f"Redis at {mask_url(s.redis_url)} refused a command ({exc}): give the Redis user "
+            f"{s.redis_username or 'default'!r} (LOGINPIPE_REDIS_USERNAME) the rules that "
+            "`loginpipe redis-acl aggregator` prints (`reader` for the counts command), on the "
+            "keys under LOGINPIPE_REDIS_KEY_PREFIX"
         )
     return ConfigError(
         f"Redis at {mask_url(s.redis_url)} refused the credentials ({exc}): set "
-        "LOGINPIPE_REDIS_PASSWORD (or the password in LOGINPIPE_REDIS_URL) to the right one"
+        "LOGINPIPE_REDIS_USERNAME and LOGINPIPE_REDIS_PASSWORD (or the user and password in "
+        "LOGINPIPE_REDIS_URL) to the right ones"
     )
 
 

@@ -174,6 +174,12 @@ class RedisSettings:
     redis_url: str = setting(
         "REDIS_URL", "redis://localhost:6379/0", "Redis URL (redis:// or rediss://)."
     )
+    redis_username: str = setting(
+        "REDIS_USERNAME",
+        "",
+        "Redis ACL user (Redis 6+); empty: the user in LOGINPIPE_REDIS_URL, else `default`. "
+        "Its rights: `loginpipe redis-acl aggregator` (counts command: `reader`).",
+    )
     redis_password: Secret = setting(  # noqa: RUF009
         "REDIS_PASSWORD",
         Secret(""),

@@ -292,6 +292,88 @@ def test_an_external_redis_cluster_reaches_the_aggregator(default) -> None:
     assert _service_env(objs, "aggregator")["LOGINPIPE_REDIS_CLUSTER"] == "true"
 
 
+def test_the_charts_redis_acl_rules_are_the_ones_loginpipe_rights_defines() -> None:
+    from loginpipe.rights import REDIS_COMMANDS, redis_acl_rules
+
+    shipped = json.loads((CHART / "files" / "redis-acl.json").read_text())
+    want = {r: redis_acl_rules(r, "{prefix}") for r in REDIS_COMMANDS}
+    assert shipped == want, "charts/loginpipe/files/redis-acl.json is stale: run `make chart-acl`"
+
+
+def test_the_aggregator_connects_as_its_acl_user_and_the_other_services_hold_no_redis_secret(
+    default,
+) -> None:
+    env = _service_env(default, "aggregator")
+    assert env["LOGINPIPE_REDIS_USERNAME"] == "loginpipe-aggregator"
+    agg = by_kind(default, "Deployment")["loginpipe-aggregator"]["spec"]["template"]["spec"]
+    ref = env_of(agg["containers"][0])["LOGINPIPE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "loginpipe-redis-users", "key": "aggregator-password"}
+    for svc in ("generator", "consumer"):
+        assert not any(k.startswith("LOGINPIPE_REDIS_PASS") for k in _service_env(default, svc))
+    objs = render({"redis": {"internal": {"auth": {"aclUsers": False}}}})
+    assert "LOGINPIPE_REDIS_USERNAME" not in _service_env(objs, "aggregator")
+    assert "loginpipe-redis-users" not in by_kind(objs, "Secret")
+
+
+def test_the_charts_redis_gives_each_user_exactly_its_rights_on_a_real_redis(tmp_path) -> None:
+    """The StatefulSet's start-up script and redis.conf, run against Debian's redis-server."""
+    import redis as redis_lib
+
+    from tests.integration.conftest import free_port, wait_for
+
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    objs = render({"config": {"redisKeyPrefix": "lp:"}})
+    [sts] = by_kind(objs, "StatefulSet").values()
+    [script] = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "run").mkdir()
+    conf = by_kind(objs, "ConfigMap")["loginpipe-redis"]["data"]["redis.conf"]
+    (tmp_path / "etc" / "redis.conf").write_text(conf.replace("dir /data", f"dir {tmp_path}"))
+    script = script.replace("/etc/redis/", f"{tmp_path}/etc/").replace(
+        "/run/redis/", f"{tmp_path}/run/"
+    )
+    script = script.replace("exec redis-server", "exit 0; redis-server")
+    passwords = {"REDIS_PASSWORD": "admin-pw", "REDIS_AGGREGATOR_PASSWORD": "agg-pw"}
+    passwords["REDIS_READER_PASSWORD"] = "read-pw"
+    subprocess.run(["sh", "-c", script], env={**os.environ, **passwords}, check=True)
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", str(tmp_path / "run" / "redis.conf"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def client(user: str, password: str) -> Any:
+            return redis_lib.Redis.from_url(url, username=user, password=password)
+
+        agg = client("loginpipe-aggregator", "agg-pw")
+        reader = client("loginpipe-reader", "read-pw")
+
+        def answers() -> bool:
+            try:
+                return bool(agg.ping())
+            except redis_lib.ConnectionError:  # still starting
+                return False
+
+        wait_for("the chart's Redis config to start a server", answers, 10)
+        assert agg.hincrby("lp:device_counts", "ios", 2) == 2
+        assert reader.hgetall("lp:device_counts") == {b"ios": b"2"}
+        for call in (
+            lambda: agg.flushall(),
+            lambda: agg.config_get("*"),
+            lambda: agg.hset("other", "f", 1),
+            lambda: reader.hset("lp:device_counts", "ios", 0),
+        ):
+            with pytest.raises(redis_lib.exceptions.NoPermissionError):
+                call()
+        with pytest.raises(redis_lib.AuthenticationError):
+            client("loginpipe-aggregator", "wrong").ping()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def test_service_monitors_scrape_ports_that_the_services_expose(monitored) -> None:
     services = by_kind(monitored, "Service")
     monitors = by_kind(monitored, "ServiceMonitor")

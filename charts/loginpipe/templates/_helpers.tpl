@@ -397,6 +397,19 @@ maxmemory-policy noeviction
 {{- end -}}
 
 {{- define "loginpipe.redis.env" -}}
+{{- if include "loginpipe.redis.aclUsers" . }}
+- name: LOGINPIPE_REDIS_USERNAME
+  value: loginpipe-aggregator
+- name: LOGINPIPE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "loginpipe.redis.usersSecretName" . }}
+      key: aggregator-password
+{{- else }}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.external.username }}
+- name: LOGINPIPE_REDIS_USERNAME
+  value: {{ .Values.redis.external.username | quote }}
+{{- end }}
 {{- if include "loginpipe.redis.secretName" . }}
 - name: LOGINPIPE_REDIS_PASSWORD
   valueFrom:
@@ -404,6 +417,35 @@ maxmemory-policy noeviction
       name: {{ include "loginpipe.redis.secretName" . }}
       key: {{ include "loginpipe.redis.secretKey" . }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether the internal Redis has the ACL users loginpipe-aggregator and loginpipe-reader. */}}
+{{- define "loginpipe.redis.aclUsers" -}}
+{{- if and (eq .Values.redis.mode "internal") .Values.redis.internal.auth.aclUsers -}}true{{- end -}}
+{{- end -}}
+
+{{- define "loginpipe.redis.usersSecretName" -}}
+{{- printf "%s-redis-users" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{/*
+A role's Redis ACL rules (files/redis-acl.json, generated from loginpipe.rights by
+`make chart-acl`) on the keys under config.redisKeyPrefix.
+*/}}
+{{- define "loginpipe.redis.aclRules" -}}
+{{- $rules := .ctx.Files.Get "files/redis-acl.json" | fromJson -}}
+{{- index $rules .role | replace "{prefix}" .ctx.Values.config.redisKeyPrefix -}}
+{{- end -}}
+
+{{/* An ACL user's password in <fullname>-redis-users: kept across upgrades (lookup), else new. */}}
+{{- define "loginpipe.redis.userPassword" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace (include "loginpipe.redis.usersSecretName" .ctx) -}}
+{{- if and $existing (index ($existing.data | default dict) .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------- Config checksum */}}
@@ -416,6 +458,7 @@ including it would make every `helm template` differ); a password given as a val
 {{- define "loginpipe.configChecksum" -}}
 {{- $parts := list (include (print .Template.BasePath "/configmap.yaml") .) -}}
 {{- $parts = append $parts (printf "redis-secret=%s/%s" (include "loginpipe.redis.secretName" .) (include "loginpipe.redis.secretKey" .)) -}}
+{{- $parts = append $parts (printf "redis-user=%s/%s" (include "loginpipe.redis.aclUsers" .) .Values.redis.external.username) -}}
 {{- with .Values.redis.internal.auth.password }}
 {{- $parts = append $parts (printf "redis-password=%s" (sha256sum .)) -}}
 {{- end }}

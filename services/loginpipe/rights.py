@@ -1,0 +1,54 @@
+"""What each service may do on Redis, and nothing more: one definition. Pure.
+
+Redis ACL rules (Redis 7), one user per role:
+
+- ``aggregator``: the commands the aggregator runs, directly or inside its scripts (Redis 7
+  checks a script's commands against the caller's rights), on the keys under its prefix only.
+- ``reader``: ``loginpipe counts``, read-only (``%R~``) on the same keys.
+
+Everything else is refused: FLUSHALL, CONFIG, KEYS, SCRIPT FLUSH, any key outside the prefix,
+any Pub/Sub channel. ``loginpipe redis-acl ROLE`` prints a role's rules, for ``ACL SETUSER`` or
+an ACL file; the tests apply them to a real Redis and check both sides.
+"""
+
+from __future__ import annotations
+
+# The start-up check. (redis-py also sends CLIENT SETINFO on connect, Redis 7.2+, and ignores
+# a refusal: left out, as Redis 7.0 does not know the command.)
+_CONNECT = ("ping",)
+# What redis-py's Redis Cluster client asks to learn the cluster's layout.
+_CLUSTER = ("cluster|slots", "cluster|shards", "command")
+
+REDIS_COMMANDS: dict[str, tuple[str, ...]] = {
+    "aggregator": (
+        *_CONNECT,
+        *_CLUSTER,
+        "info",  # start-up check of the eviction policy (INFO memory)
+        "exists",  # the layout migration
+        "eval",  # the layout migration's script
+        "evalsha",  # the batch script
+        "script|load",  # the batch script, loaded once per Redis (after a restart, again)
+        "hgetall",  # counts and positions
+        # inside the scripts:
+        "hget",
+        "hset",
+        "hincrby",
+        "hkeys",
+        "del",
+    ),
+    "reader": (*_CONNECT, *_CLUSTER, "hgetall"),
+}
+
+
+def redis_acl_rules(role: str, key_prefix: str) -> str:
+    """The ACL rules of ``role`` (no user name, no password), for ``ACL SETUSER``."""
+    if role not in REDIS_COMMANDS:
+        raise ValueError(f"unknown role {role!r}; known: {', '.join(REDIS_COMMANDS)}")
+    if not key_prefix or any(c in key_prefix for c in " *?[]\\"):
+        raise ValueError(
+            f"key prefix {key_prefix!r} cannot be an ACL key pattern: it must be non-empty, "
+            "without spaces or glob characters"
+        )
+    keys = f"%R~{key_prefix}*" if role == "reader" else f"~{key_prefix}*"
+    commands = " ".join(f"+{c}" for c in REDIS_COMMANDS[role])
+    return f"resetkeys resetchannels -@all {commands} {keys}"
