@@ -16,6 +16,9 @@
 #   REDIS_START_TIMEOUT=30          seconds to wait for PONG
 #   REDIS_STOP_TIMEOUT=30           seconds to wait for exit before SIGKILL
 #   REDIS_EXTRA_CONFIG=""           extra redis.conf lines (newline separated, they win)
+#   REDIS_TLS=0                     1: TLS only on $REDIS_PORT (rediss://), with a CA and a server
+#                                   certificate for 127.0.0.1 made here once with openssl, in
+#                                   $REDIS_DATA_DIR/tls (clients trust tls/ca.crt)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,10 +30,12 @@ REDIS_DATA_DIR="$(realpath -m "${REDIS_DATA_DIR:-$ROOT/.cache/run/redis-$REDIS_P
 REDIS_START_TIMEOUT="${REDIS_START_TIMEOUT:-30}"
 REDIS_STOP_TIMEOUT="${REDIS_STOP_TIMEOUT:-30}"
 REDIS_EXTRA_CONFIG="${REDIS_EXTRA_CONFIG:-}"
+REDIS_TLS="${REDIS_TLS:-0}"
 
 PID_FILE="$REDIS_DATA_DIR/redis.pid"
 LOG_FILE="$REDIS_DATA_DIR/redis.log"
 CONF_FILE="$REDIS_DATA_DIR/redis.conf"
+TLS_DIR="$REDIS_DATA_DIR/tls"
 
 NAME="redis[$REDIS_PORT]"
 say() { echo "$NAME: $*"; }
@@ -38,7 +43,34 @@ die() { echo "$NAME: ERROR: $*" >&2; exit 1; }
 
 redis_version() { redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'; }
 
-cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+cli() {
+  if [[ "$REDIS_TLS" == 1 ]]; then
+    redis-cli --tls --cacert "$TLS_DIR/ca.crt" -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+  else
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+  fi
+}
+
+# A CA and a server certificate for 127.0.0.1/localhost, made once per data dir (EC P-256).
+make_certs() {
+  [[ -f "$TLS_DIR/server.crt" ]] && return 0
+  command -v openssl >/dev/null 2>&1 || die "REDIS_TLS=1 needs openssl (Debian: apt-get install -y openssl)."
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -subj "/CN=loginpipe local Redis CA $REDIS_PORT" -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile san.ext -out server.crt 2>/dev/null
+    rm -f server.csr san.ext
+    chmod 644 ca.crt server.crt
+  ) || die "could not make the TLS certificates in $TLS_DIR."
+  say "TLS certificates made in $TLS_DIR (clients trust ca.crt)"
+}
 
 cmd_install() {
   if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
@@ -95,6 +127,17 @@ appenddirname appendonlydir
 dbfilename dump.rdb
 save 3600 1 300 100 60 10000
 EOF
+  if [[ "$REDIS_TLS" == 1 ]]; then
+    cat >>"$CONF_FILE" <<EOF
+# REDIS_TLS=1: TLS only; clients need not present a certificate.
+port 0
+tls-port $REDIS_PORT
+tls-cert-file $TLS_DIR/server.crt
+tls-key-file $TLS_DIR/server.key
+tls-ca-cert-file $TLS_DIR/ca.crt
+tls-auth-clients no
+EOF
+  fi
   if [[ -n "$REDIS_EXTRA_CONFIG" ]]; then
     printf '\n# REDIS_EXTRA_CONFIG\n%s\n' "$REDIS_EXTRA_CONFIG" >>"$CONF_FILE"
   fi
@@ -136,6 +179,7 @@ cmd_start() {
       "A system redis (apt's redis-server service)? Stop it: systemctl stop redis-server" \
       "(or service redis-server stop), or pick another REDIS_PORT."
   fi
+  if [[ "$REDIS_TLS" == 1 ]]; then make_certs; fi
   write_config
   [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
   say "starting $(redis_version) on 127.0.0.1:$REDIS_PORT (data ${REDIS_DATA_DIR#"$ROOT"/})"

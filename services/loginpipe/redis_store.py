@@ -15,6 +15,7 @@ Readers that want only the counts use ``read_counts`` (or ``HMGET`` of the devic
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -115,6 +116,8 @@ def decode_flat(flat: list[bytes]) -> dict[str, str]:
 
 def redis_client(s: RedisSettings, timeout: float = 5.0) -> redis.Redis | RedisCluster:
     kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if s.redis_ssl_ca_location:
+        kwargs["ssl_ca_certs"] = s.redis_ssl_ca_location
     if s.redis_username:
         kwargs["username"] = s.redis_username
     if s.redis_password:
@@ -157,6 +160,12 @@ def check_redis(
         except AUTH_ERRORS as exc:
             raise auth_error(s, exc) from None
         except redis.RedisError as exc:
+            if _untrusted_certificate(exc):
+                raise ConfigError(
+                    f"Redis at {mask_url(s.redis_url)} presented a certificate this service does "
+                    f"not trust ({exc}): set LOGINPIPE_REDIS_SSL_CA_LOCATION to the CA bundle "
+                    "that signs it"
+                ) from None
             if time.monotonic() + delay > deadline or (stopper and stopper.stopping):
                 hint = " (LOGINPIPE_REDIS_CLUSTER=true needs a Redis Cluster)" * s.redis_cluster
                 raise DependencyUnavailable(
@@ -166,6 +175,16 @@ def check_redis(
             log.info("waiting for Redis", extra={"error": str(exc)})
             (stopper.wait if stopper else time.sleep)(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a connection failed on the server's certificate (waiting cannot mend it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def eviction_policies(client: redis.Redis | RedisCluster) -> set[str]:

@@ -185,6 +185,12 @@ class RedisSettings:
         Secret(""),
         "Redis password, if not in the URL (from a Kubernetes Secret; masked in logs).",
     )
+    redis_ssl_ca_location: str = setting(
+        "REDIS_SSL_CA_LOCATION",
+        "",
+        "Path of the CA bundle (PEM) that signs Redis' certificate, for a rediss:// URL "
+        "(empty: the system's CAs).",
+    )
     redis_key_prefix: str = setting(
         "REDIS_KEY_PREFIX", "loginpipe:", "Prefix of every Redis key the pipeline writes."
     )
@@ -213,6 +219,18 @@ class RedisSettings:
             raise ConfigError(
                 f"LOGINPIPE_REDIS_URL={shown!r} names database {db!r}, not a number: "
                 "set it to redis://host:port/db with db a number (0 by default)"
+            )
+        ca = self.redis_ssl_ca_location
+        if ca and parts.scheme != "rediss":
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_SSL_CA_LOCATION is set but LOGINPIPE_REDIS_URL={shown!r} is not "
+                "TLS: use rediss://host:port/db, or unset LOGINPIPE_REDIS_SSL_CA_LOCATION"
+            )
+        if ca and not os.path.isfile(ca):
+            raise ConfigError(
+                f"LOGINPIPE_REDIS_SSL_CA_LOCATION={ca!r} is not a readable file: set it to the "
+                "PEM bundle of the CA that signs Redis' certificate (or leave it empty to use the "
+                "system's CAs)"
             )
         if self.redis_cluster and (parts.scheme == "unix" or db not in ("", "0")):
             raise ConfigError(

@@ -266,6 +266,30 @@ def test_an_external_kafka_and_redis_replace_strimzi_and_the_statefulset() -> No
     assert "secretKeyRef" in env["LOGINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]
 
 
+def test_an_external_tls_redis_gets_its_ca_and_user_in_the_aggregator_only() -> None:
+    objs = render(None, "--values", str(CHART / "ci" / "external-values.yaml"))
+    env = _service_env(objs, "aggregator")
+    assert env["LOGINPIPE_REDIS_URL"].startswith("rediss://")
+    assert env["LOGINPIPE_REDIS_USERNAME"] == "loginpipe-aggregator"
+    ca = env["LOGINPIPE_REDIS_SSL_CA_LOCATION"]
+    spec = by_kind(objs, "Deployment")["loginpipe-aggregator"]["spec"]["template"]["spec"]
+    [mount] = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "redis-ca"]
+    assert ca == f"{mount['mountPath']}/ca.crt"
+    [vol] = [v for v in spec["volumes"] if v["name"] == "redis-ca"]
+    assert vol["secret"]["secretName"] == "redis-ca"
+    for svc in ("generator", "consumer"):
+        assert "LOGINPIPE_REDIS_SSL_CA_LOCATION" not in _service_env(objs, svc)
+    err = render_error(
+        {
+            "redis": {
+                "mode": "external",
+                "external": {"url": "redis://r:6379/0", "caSecret": {"name": "redis-ca"}},
+            }
+        }
+    )
+    assert "rediss://" in err
+
+
 def test_redis_keeps_an_append_only_file_on_a_volume(default) -> None:
     [sts] = by_kind(default, "StatefulSet").values()
     assert sts["spec"]["volumeClaimTemplates"]

@@ -73,10 +73,16 @@ class LocalRedis:
     port: int
     data_dir: Path
     extra_config: str = ""
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
+    def ca(self) -> str:
+        """The CA that signed this Redis' certificate (REDIS_TLS=1)."""
+        return str(self.data_dir / "tls" / "ca.crt")
 
     def _script(self, cmd: str) -> None:
         env = {
@@ -84,6 +90,7 @@ class LocalRedis:
             "REDIS_PORT": str(self.port),
             "REDIS_DATA_DIR": str(self.data_dir),
             "REDIS_EXTRA_CONFIG": self.extra_config,
+            "REDIS_TLS": "1" if self.tls else "0",
             "REDIS_STOP_TIMEOUT": "10",
         }
         subprocess.run([str(ROOT / "hack/redis.sh"), cmd], env=env, check=True)
@@ -165,8 +172,8 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., LocalRedis]]:
     )
     started: list[LocalRedis] = []
 
-    def make(extra_config: str = "") -> LocalRedis:
-        r = LocalRedis(free_port(), tmp_path / f"redis-{len(started)}", extra_config).start()
+    def make(extra_config: str = "", tls: bool = False) -> LocalRedis:
+        r = LocalRedis(free_port(), tmp_path / f"redis-{len(started)}", extra_config, tls).start()
         started.append(r)
         return r
 
@@ -375,13 +382,19 @@ class Pipeline:
             timeout=timeout,
         )
 
-    def use_redis(self, url: str, cluster: bool = False) -> None:
+    def use_redis(self, url: str, cluster: bool = False, ca: str = "") -> None:
         """Point this pipeline's services (and its helpers) at another Redis."""
         self.redis_url = url
         self.env["LOGINPIPE_REDIS_URL"] = url
         if cluster:
             self.env["LOGINPIPE_REDIS_CLUSTER"] = "true"
-        self.redis = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        tls: dict[str, str] = {}
+        if ca:
+            self.env["LOGINPIPE_REDIS_SSL_CA_LOCATION"] = ca
+            tls["ssl_ca_certs"] = ca
+        self.redis = (
+            redis.RedisCluster.from_url(url, **tls) if cluster else redis.Redis.from_url(url, **tls)
+        )
 
     @property
     def counts_key(self) -> str:

@@ -397,6 +397,10 @@ maxmemory-policy noeviction
 {{- end -}}
 
 {{- define "loginpipe.redis.env" -}}
+{{- if include "loginpipe.redis.caSecretName" . }}
+- name: LOGINPIPE_REDIS_SSL_CA_LOCATION
+  value: {{ printf "%s/ca.crt" (include "loginpipe.redis.caMountPath" .) | quote }}
+{{- end }}
 {{- if include "loginpipe.redis.aclUsers" . }}
 - name: LOGINPIPE_REDIS_USERNAME
   value: loginpipe-aggregator
@@ -417,6 +421,32 @@ maxmemory-policy noeviction
       name: {{ include "loginpipe.redis.secretName" . }}
       key: {{ include "loginpipe.redis.secretKey" . }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The aggregator's Redis CA bundle (an external rediss:// Redis): volume and mount. */}}
+{{- define "loginpipe.redis.caSecretName" -}}
+{{- if eq .Values.redis.mode "external" }}{{ .Values.redis.external.caSecret.name }}{{ end -}}
+{{- end -}}
+
+{{- define "loginpipe.redis.caMountPath" -}}/etc/loginpipe/redis-ca{{- end -}}
+
+{{- define "loginpipe.redis.volumes" -}}
+{{- with include "loginpipe.redis.caSecretName" . }}
+- name: redis-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.redis.external.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "loginpipe.redis.volumeMounts" -}}
+{{- if include "loginpipe.redis.caSecretName" . }}
+- name: redis-ca
+  mountPath: {{ include "loginpipe.redis.caMountPath" . }}
+  readOnly: true
 {{- end }}
 {{- end -}}
 
@@ -459,6 +489,7 @@ including it would make every `helm template` differ); a password given as a val
 {{- $parts := list (include (print .Template.BasePath "/configmap.yaml") .) -}}
 {{- $parts = append $parts (printf "redis-secret=%s/%s" (include "loginpipe.redis.secretName" .) (include "loginpipe.redis.secretKey" .)) -}}
 {{- $parts = append $parts (printf "redis-user=%s/%s" (include "loginpipe.redis.aclUsers" .) .Values.redis.external.username) -}}
+{{- $parts = append $parts (printf "redis-ca=%s/%s" (include "loginpipe.redis.caSecretName" .) .Values.redis.external.caSecret.key) -}}
 {{- with .Values.redis.internal.auth.password }}
 {{- $parts = append $parts (printf "redis-password=%s" (sha256sum .)) -}}
 {{- end }}
@@ -550,6 +581,8 @@ Combinations the schema cannot express. Each message says which values to change
 {{- $msgs = append $msgs "redis.mode=external needs redis.external.url: set it to redis://host:port/db (the password goes in redis.external.existingSecret)" -}}
 {{- else if not (or (hasPrefix "redis://" $url) (hasPrefix "rediss://" $url)) -}}
 {{- $msgs = append $msgs (printf "redis.external.url=%q is not a Redis URL: set it to redis://host:port/db or rediss://host:port/db" $url) -}}
+{{- else if and $v.redis.external.caSecret.name (not (hasPrefix "rediss://" $url)) -}}
+{{- $msgs = append $msgs (printf "redis.external.caSecret.name is set but redis.external.url=%q is not TLS: use rediss://host:port/db, or unset redis.external.caSecret.name" $url) -}}
 {{- end -}}
 {{- end -}}
 {{- with $v.metrics.serviceMonitor -}}

@@ -104,6 +104,11 @@ spec:
             {{- with (include "loginpipe.kafka.volumeMounts" $ctx) }}
             {{- . | trim | nindent 12 }}
             {{- end }}
+            {{- if .redis }}
+            {{- with (include "loginpipe.redis.volumeMounts" $ctx) }}
+            {{- . | trim | nindent 12 }}
+            {{- end }}
+            {{- end }}
       volumes:
         # The root filesystem is read-only: /tmp is the only writable place.
         - name: tmp
@@ -111,6 +116,11 @@ spec:
             sizeLimit: 64Mi
         {{- with (include "loginpipe.kafka.volumes" $ctx) }}
         {{- . | trim | nindent 8 }}
+        {{- end }}
+        {{- if .redis }}
+        {{- with (include "loginpipe.redis.volumes" $ctx) }}
+        {{- . | trim | nindent 8 }}
+        {{- end }}
         {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:

@@ -1,4 +1,4 @@
-"""Least privilege on a real Redis: each role's ACL rules allow its path and refuse the rest."""
+"""Redis security on a real Redis: each role's ACL rules allow its path and refuse the rest; TLS."""
 
 from __future__ import annotations
 
@@ -132,3 +132,59 @@ def test_an_aggregator_user_without_its_rights_exits_2_naming_the_setting(
     assert "LOGINPIPE_REDIS_USERNAME" in out.stderr and "redis-acl aggregator" in out.stderr
     assert "Traceback" not in out.stderr
     assert password not in out.stderr and password not in out.stdout
+
+
+def test_the_pipeline_counts_exactly_over_tls_as_the_acl_users(make_pipeline, own_redis) -> None:
+    pl: Pipeline = make_pipeline(partitions=2)
+    r = own_redis(tls=True)
+    assert r.url.startswith("rediss://")
+    pl.use_redis(r.url, ca=r.ca)
+    agg_user, agg_password = add_user([pl.redis], "aggregator", pl.prefix)
+    reader, reader_password = add_user([pl.redis], "reader", pl.prefix)
+    pl.service("consumer", "consume").start()
+    pl.service(
+        "aggregator",
+        "aggregate",
+        LOGINPIPE_REDIS_USERNAME=agg_user,
+        LOGINPIPE_REDIS_PASSWORD=agg_password,
+    ).start()
+    gen = pl.run_cli(*generate_args(count=2_000))
+    assert gen.returncode == 0, gen.stderr
+    want = dict(expected_run(2_000)[0].valid_by_device)
+    wait_for("exact counts over TLS", lambda: pl.counts() == want, timeout=90)
+    out = pl.run_cli(
+        "counts",
+        "--json",
+        LOGINPIPE_REDIS_USERNAME=reader,
+        LOGINPIPE_REDIS_PASSWORD=reader_password,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert orjson.loads(out.stdout) == want
+    # Plain text is refused by a TLS-only Redis: the traffic above was encrypted.
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2).ping()
+
+
+def test_an_untrusted_or_missing_redis_ca_exits_2_naming_the_setting(
+    make_pipeline, own_redis
+) -> None:
+    pl: Pipeline = make_pipeline(partitions=1)
+    r = own_redis(tls=True)
+    other = own_redis(tls=True)  # a CA of its own, which did not sign r's certificate
+    cases = {
+        "another CA": {"LOGINPIPE_REDIS_SSL_CA_LOCATION": other.ca},
+        "the system's CAs": {},
+        "a missing file": {"LOGINPIPE_REDIS_SSL_CA_LOCATION": str(r.data_dir / "nope.crt")},
+    }
+    for what, env in cases.items():
+        out = pl.run_cli("aggregate", LOGINPIPE_REDIS_URL=r.url, timeout=60, **env)
+        assert out.returncode == 2, (what, out.stderr[-2000:])
+        assert "LOGINPIPE_REDIS_SSL_CA_LOCATION" in out.stderr, (what, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr
+    out = pl.run_cli(
+        "aggregate",
+        LOGINPIPE_REDIS_URL=r.url.replace("rediss://", "redis://"),
+        LOGINPIPE_REDIS_SSL_CA_LOCATION=r.ca,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "rediss://" in out.stderr, out.stderr[-2000:]
