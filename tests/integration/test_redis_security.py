@@ -42,6 +42,33 @@ def refused(call: Callable[[], Any]) -> bool:
     return False
 
 
+def count_as_the_acl_users(pl: Pipeline, nodes: list[redis.Redis], count: int) -> None:
+    """Route ``count`` events; the aggregator counts them as its ACL user, the reader reads."""
+    agg_user, agg_password = add_user(nodes, "aggregator", pl.prefix)
+    reader, reader_password = add_user(nodes, "reader", pl.prefix)
+    pl.service("consumer", "consume").start()
+    pl.service(
+        "aggregator",
+        "aggregate",
+        LOGINPIPE_REDIS_USERNAME=agg_user,
+        LOGINPIPE_REDIS_PASSWORD=agg_password,
+    ).start()
+    gen = pl.run_cli(*generate_args(count=count))
+    assert gen.returncode == 0, gen.stderr
+    want = dict(expected_run(count)[0].valid_by_device)
+    wait_for("exact counts written by the ACL user", lambda: pl.counts() == want, timeout=90)
+    out = pl.run_cli(
+        "counts",
+        "--json",
+        LOGINPIPE_REDIS_USERNAME=reader,
+        LOGINPIPE_REDIS_PASSWORD=reader_password,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert orjson.loads(out.stdout) == want
+    for svc in pl.services:
+        assert "NOPERM" not in svc.log() and "Traceback" not in svc.log(), svc.log()[-3000:]
+
+
 @pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 def test_the_pipeline_counts_exactly_as_the_aggregators_acl_user_and_reads_as_the_reader(
     make_pipeline, own_redis, redis_cluster: str, cluster: bool
@@ -55,31 +82,7 @@ def test_the_pipeline_counts_exactly_as_the_aggregators_acl_user_and_reads_as_th
         nodes = [pl.redis]
         # The layout before one hash, so the migration's EXISTS and EVAL run under the ACL too.
         pl.redis.hset(f"{pl.prefix}offsets:{pl.processed}", "0", 0)
-    agg_user, agg_password = add_user(nodes, "aggregator", pl.prefix)
-    reader, reader_password = add_user(nodes, "reader", pl.prefix)
-
-    pl.service("consumer", "consume").start()
-    pl.service(
-        "aggregator",
-        "aggregate",
-        LOGINPIPE_REDIS_USERNAME=agg_user,
-        LOGINPIPE_REDIS_PASSWORD=agg_password,
-    ).start()
-    gen = pl.run_cli(*generate_args(count=3_000))
-    assert gen.returncode == 0, gen.stderr
-    want = dict(expected_run(3_000)[0].valid_by_device)
-    wait_for("exact counts written by the ACL user", lambda: pl.counts() == want, timeout=90)
-
-    out = pl.run_cli(
-        "counts",
-        "--json",
-        LOGINPIPE_REDIS_USERNAME=reader,
-        LOGINPIPE_REDIS_PASSWORD=reader_password,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert orjson.loads(out.stdout) == want
-    for svc in pl.services:
-        assert "NOPERM" not in svc.log() and "Traceback" not in svc.log(), svc.log()[-3000:]
+    count_as_the_acl_users(pl, nodes, 3_000)
 
 
 def test_each_role_is_refused_what_it_does_not_need(make_pipeline, own_redis) -> None:
@@ -139,27 +142,7 @@ def test_the_pipeline_counts_exactly_over_tls_as_the_acl_users(make_pipeline, ow
     r = own_redis(tls=True)
     assert r.url.startswith("rediss://")
     pl.use_redis(r.url, ca=r.ca)
-    agg_user, agg_password = add_user([pl.redis], "aggregator", pl.prefix)
-    reader, reader_password = add_user([pl.redis], "reader", pl.prefix)
-    pl.service("consumer", "consume").start()
-    pl.service(
-        "aggregator",
-        "aggregate",
-        LOGINPIPE_REDIS_USERNAME=agg_user,
-        LOGINPIPE_REDIS_PASSWORD=agg_password,
-    ).start()
-    gen = pl.run_cli(*generate_args(count=2_000))
-    assert gen.returncode == 0, gen.stderr
-    want = dict(expected_run(2_000)[0].valid_by_device)
-    wait_for("exact counts over TLS", lambda: pl.counts() == want, timeout=90)
-    out = pl.run_cli(
-        "counts",
-        "--json",
-        LOGINPIPE_REDIS_USERNAME=reader,
-        LOGINPIPE_REDIS_PASSWORD=reader_password,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert orjson.loads(out.stdout) == want
+    count_as_the_acl_users(pl, [pl.redis], 2_000)
     # Plain text is refused by a TLS-only Redis: the traffic above was encrypted.
     with pytest.raises(redis.ConnectionError):
         redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2).ping()
