@@ -24,6 +24,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source-path=SCRIPTDIR source=lib/apt.sh
 . "$ROOT/hack/lib/apt.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/tls.sh
+. "$ROOT/hack/lib/tls.sh"
 
 REDIS_PORT="${REDIS_PORT:-6379}"
 REDIS_DATA_DIR="$(realpath -m "${REDIS_DATA_DIR:-$ROOT/.cache/run/redis-$REDIS_PORT}")"
@@ -51,24 +53,10 @@ cli() {
   fi
 }
 
-# A CA and a server certificate for 127.0.0.1/localhost, made once per data dir (EC P-256).
+# A CA and a server certificate for 127.0.0.1/localhost, made once per data dir.
 make_certs() {
   [[ -f "$TLS_DIR/server.crt" ]] && return 0
-  command -v openssl >/dev/null 2>&1 || die "REDIS_TLS=1 needs openssl (Debian: apt-get install -y openssl)."
-  mkdir -p "$TLS_DIR"
-  (
-    cd "$TLS_DIR"
-    umask 077
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-      -subj "/CN=loginpipe local Redis CA $REDIS_PORT" -keyout ca.key -out ca.crt 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-      -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
-    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
-      -extfile san.ext -out server.crt 2>/dev/null
-    rm -f server.csr san.ext
-    chmod 644 ca.crt server.crt
-  ) || die "could not make the TLS certificates in $TLS_DIR."
+  make_tls "$TLS_DIR" "loginpipe Redis $REDIS_PORT" || die "REDIS_TLS=1: no certificates."
   say "TLS certificates made in $TLS_DIR (clients trust ca.crt)"
 }
 

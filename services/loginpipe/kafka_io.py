@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from loginpipe.exceptions import ConfigError, DependencyUnavailable
 from loginpipe.metrics import Metrics
+from loginpipe.rights import KafkaAcl
 from loginpipe.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -26,21 +28,64 @@ def admin_client(settings: CommonSettings) -> AdminClient:
     return AdminClient(conf)
 
 
+class _Errors:
+    """librdkafka's error callback: what went wrong on the connections (served by poll)."""
+
+    def __init__(self) -> None:
+        self.seen: list[KafkaError] = []
+
+    def __call__(self, err: KafkaError) -> None:
+        self.seen.append(err)
+
+
+def _credentials_error(settings: CommonSettings, errors: list[KafkaError]) -> ConfigError | None:
+    """A connection refused for its credentials or certificate: waiting cannot mend it."""
+    for err in errors:
+        text = err.str()
+        if err.code() == KafkaError._AUTHENTICATION or "SASL authentication error" in text:
+            return ConfigError(
+                f"Kafka at {settings.kafka_bootstrap} refused the credentials ({text}): set "
+                "LOGINPIPE_KAFKA_SASL_USERNAME and LOGINPIPE_KAFKA_SASL_PASSWORD (and "
+                "LOGINPIPE_KAFKA_SASL_MECHANISM) to the right ones"
+            )
+        if err.code() == KafkaError._SSL and "certificate verify failed" in text:
+            return ConfigError(
+                f"Kafka at {settings.kafka_bootstrap} presented a certificate this service does "
+                f"not trust ({text}): set LOGINPIPE_KAFKA_SSL_CA_LOCATION to the CA bundle "
+                "that signs the brokers' certificates"
+            )
+    return None
+
+
 def check_kafka(settings: CommonSettings, topics: Iterable[str], timeout: float) -> dict[str, int]:
     """Fail fast, with a message that says what to set, if Kafka or a topic is not there.
 
-    Returns the partition count of each topic.
+    Wrong credentials or an untrusted certificate end it at once (ConfigError), without
+    waiting out ``timeout``. Returns the partition count of each topic.
     """
-    admin = admin_client(settings)
-    try:
-        md = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise DependencyUnavailable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout:g}s "
-            f"({exc.args[0]}): check that the broker is up and that "
-            "LOGINPIPE_KAFKA_BOOTSTRAP (and the LOGINPIPE_KAFKA_SECURITY_PROTOCOL/SASL "
-            "settings) point at it"
-        ) from None
+    conf = settings.kafka_config()
+    conf["logger"] = logging.getLogger("librdkafka")
+    errors = _Errors()
+    conf["error_cb"] = errors
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            md = admin.list_topics(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serves the error callback
+            refused = _credentials_error(settings, errors.seen)
+            if refused is not None:
+                raise refused from None
+            if time.monotonic() < deadline:
+                continue
+            raise DependencyUnavailable(
+                f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout:g}s "
+                f"({exc.args[0]}): check that the broker is up and that "
+                "LOGINPIPE_KAFKA_BOOTSTRAP (and the LOGINPIPE_KAFKA_SECURITY_PROTOCOL/SASL "
+                "settings) point at it"
+            ) from None
     partitions: dict[str, int] = {}
     missing = []
     for t in topics:
@@ -308,3 +353,37 @@ def call_bounded(fn: Callable[[float], None], timeout: float, grace: float) -> N
         raise CallStuck(f"no answer {timeout + grace:g}s after a call with a {timeout:g}s timeout")
     if box:
         raise box[0]
+
+
+_RESOURCES = {
+    "topic": kafka_admin.ResourceType.TOPIC,  # type: ignore[attr-defined]
+    "group": kafka_admin.ResourceType.GROUP,  # type: ignore[attr-defined]
+    "transactionalId": kafka_admin.ResourceType.TRANSACTIONAL_ID,  # type: ignore[attr-defined]
+}
+_PATTERNS = {
+    "literal": kafka_admin.ResourcePatternType.LITERAL,  # type: ignore[attr-defined]
+    "prefix": kafka_admin.ResourcePatternType.PREFIXED,  # type: ignore[attr-defined]
+}
+
+
+def acl_bindings(principal: str, acls: Iterable[KafkaAcl]) -> list[Any]:
+    """The AclBindings (allow, any host) that grant ``principal`` exactly ``acls``."""
+    out = []
+    for acl in acls:
+        for op in acl.operations:
+            operation = getattr(
+                kafka_admin.AclOperation,  # type: ignore[attr-defined]
+                "".join("_" + c if c.isupper() else c for c in op).lstrip("_").upper(),
+            )
+            out.append(
+                kafka_admin.AclBinding(  # type: ignore[attr-defined]
+                    _RESOURCES[acl.resource],
+                    acl.name,
+                    _PATTERNS[acl.pattern],
+                    principal,
+                    "*",
+                    operation,
+                    kafka_admin.AclPermissionType.ALLOW,  # type: ignore[attr-defined]
+                )
+            )
+    return out

@@ -1,4 +1,4 @@
-"""What each service may do on Redis, and nothing more: one definition. Pure.
+"""What each service may do on Redis and on Kafka, and nothing more: one definition. Pure.
 
 Redis ACL rules (Redis 7), one user per role:
 
@@ -12,6 +12,8 @@ an ACL file; the tests apply them to a real Redis and check both sides.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # The start-up check. (redis-py also sends CLIENT SETINFO on connect, Redis 7.2+, and ignores
 # a refusal: left out, as Redis 7.0 does not know the command.)
@@ -52,3 +54,66 @@ def redis_acl_rules(role: str, key_prefix: str) -> str:
     keys = f"%R~{key_prefix}*" if role == "reader" else f"~{key_prefix}*"
     commands = " ".join(f"+{c}" for c in REDIS_COMMANDS[role])
     return f"resetkeys resetchannels -@all {commands} {keys}"
+
+
+# ---- Kafka ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaAcl:
+    """Allow ``operations`` on one resource (Kafka's names: Read, Write, Describe...)."""
+
+    resource: str  # topic, group or transactionalId (Strimzi's names)
+    name: str
+    pattern: str  # literal or prefix
+    operations: tuple[str, ...]
+
+
+def kafka_acls(
+    role: str,
+    *,
+    input_topic: str,
+    processed_topic: str,
+    errors_topic: str,
+    group: str = "",
+    transactional_id: str = "",
+    transactional_id_prefix: str = "",
+) -> list[KafkaAcl]:
+    """What ``role`` may do on Kafka, and nothing more (no topic creation, no cluster rights).
+
+    - generator: write the input topic;
+    - consumer: read the input topic in its group; write the processed and errors topics;
+      read the errors topic's configuration (its max.message.bytes sizes the error
+      envelopes); use its transactional id (exact, or a prefix: one id per pod);
+    - aggregator: read the processed topic in its group.
+
+    Writing implies the idempotent producer's rights (KIP-679), reading a group implies
+    describing it, and Write or Read on a topic implies Describe.
+    """
+    topic = "topic"
+    if role == "generator":
+        return [KafkaAcl(topic, input_topic, "literal", ("Write", "Describe"))]
+    if role == "consumer":
+        if not group or not (transactional_id or transactional_id_prefix):
+            raise ValueError("the consumer's rights need its group and transactional id")
+        txn = KafkaAcl(
+            "transactionalId",
+            transactional_id or transactional_id_prefix,
+            "literal" if transactional_id else "prefix",
+            ("Write", "Describe"),
+        )
+        return [
+            KafkaAcl(topic, input_topic, "literal", ("Read", "Describe")),
+            KafkaAcl("group", group, "literal", ("Read",)),
+            KafkaAcl(topic, processed_topic, "literal", ("Write", "Describe")),
+            KafkaAcl(topic, errors_topic, "literal", ("Write", "Describe", "DescribeConfigs")),
+            txn,
+        ]
+    if role == "aggregator":
+        if not group:
+            raise ValueError("the aggregator's rights need its group")
+        return [
+            KafkaAcl(topic, processed_topic, "literal", ("Read", "Describe")),
+            KafkaAcl("group", group, "literal", ("Read",)),
+        ]
+    raise ValueError(f"unknown role {role!r}; known: generator, consumer, aggregator")

@@ -110,10 +110,30 @@ class LocalKafka:
     port: int
     controller_port: int
     data_dir: Path
+    security: str = "plaintext"
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> str:
+        """The CA that signed the broker's certificate (security sasl_ssl)."""
+        return str(self.data_dir / "tls" / "ca.crt")
+
+    def client_config(self, user: str = "admin", password: str = "") -> dict[str, str]:
+        """librdkafka settings of a client of this broker: its super user unless told."""
+        if self.security == "plaintext":
+            return {}
+        if user == "admin":
+            password = (self.data_dir / "admin.password").read_text().strip()
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password,
+            "ssl.ca.location": self.ca,
+        }
 
     def _env(self) -> dict[str, str]:
         return {
@@ -121,6 +141,7 @@ class LocalKafka:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "KAFKA_DATA_DIR": str(self.data_dir),
+            "KAFKA_SECURITY": self.security,
         }
 
     def start(self) -> LocalKafka:
@@ -151,12 +172,14 @@ class LocalKafka:
 
 
 @pytest.fixture
-def own_kafka(tmp_path: Path) -> Iterator[Callable[[], LocalKafka]]:
+def own_kafka(tmp_path: Path) -> Iterator[Callable[..., LocalKafka]]:
     require(_kafka_jars_present(), "Kafka jars are not fetched: run `make deps`")
     started: list[LocalKafka] = []
 
-    def make() -> LocalKafka:
-        k = LocalKafka(free_port(), free_port(), tmp_path / f"kafka-{len(started)}").start()
+    def make(security: str = "plaintext") -> LocalKafka:
+        k = LocalKafka(
+            free_port(), free_port(), tmp_path / f"kafka-{len(started)}", security
+        ).start()
         started.append(k)
         return k
 
@@ -335,6 +358,9 @@ class Pipeline:
         self.prefix = f"test:{self.id}:"
         self.redis = redis.Redis.from_url(redis_url)
         self.services: list[Service] = []
+        # The test's own Kafka clients (readers, offsets, raw producer): extra librdkafka settings,
+        # such as a secured broker's super user.
+        self.kafka_client: dict[str, str] = {}
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("LOGINPIPE_")},
             "PYTHONPATH": str(SERVICES),
@@ -423,6 +449,7 @@ class Pipeline:
         c = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
+                **self.kafka_client,
                 "group.id": f"reader-{uuid.uuid4().hex[:8]}",
                 "isolation.level": isolation,
                 "enable.auto.commit": False,
@@ -465,7 +492,7 @@ class Pipeline:
             c.close()
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, **self.kafka_client})
         try:
             tps = c.committed(
                 [TopicPartition(topic, p) for p in range(self.partitions)], timeout=10
@@ -480,7 +507,9 @@ class Pipeline:
         topic: str | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        p = Producer(
+            {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, **self.kafka_client}
+        )
         for key, value in records:
             p.produce(topic or self.input, value, key, headers=headers)
         assert p.flush(30) == 0
