@@ -78,6 +78,7 @@ def kafka_acls(
     group: str = "",
     transactional_id: str = "",
     transactional_id_prefix: str = "",
+    group_prefix: str = "",
 ) -> list[KafkaAcl]:
     """What ``role`` may do on Kafka, and nothing more (no topic creation, no cluster rights).
 
@@ -85,7 +86,9 @@ def kafka_acls(
     - consumer: read the input topic in its group; write the processed and errors topics;
       read the errors topic's configuration (its max.message.bytes sizes the error
       envelopes); use its transactional id (exact, or a prefix: one id per pod);
-    - aggregator: read the processed topic in its group.
+    - aggregator: read the processed topic in its group;
+    - tester (the chart's `helm test`): write the input, read both outputs, in groups under
+      ``group_prefix``.
 
     Writing implies the idempotent producer's rights (KIP-679), reading a group implies
     describing it, and Write or Read on a topic implies Describe.
@@ -116,4 +119,37 @@ def kafka_acls(
             KafkaAcl(topic, processed_topic, "literal", ("Read", "Describe")),
             KafkaAcl("group", group, "literal", ("Read",)),
         ]
-    raise ValueError(f"unknown role {role!r}; known: generator, consumer, aggregator")
+    if role == "tester":
+        if not group_prefix:
+            raise ValueError("the tester's rights need its group prefix")
+        return [
+            KafkaAcl(topic, input_topic, "literal", ("Write", "Describe")),
+            KafkaAcl(topic, processed_topic, "literal", ("Read", "Describe")),
+            KafkaAcl(topic, errors_topic, "literal", ("Read", "Describe")),
+            KafkaAcl("group", group_prefix, "prefix", ("Read",)),
+        ]
+    raise ValueError(f"unknown role {role!r}; known: {', '.join(KAFKA_ROLES)}")
+
+
+KAFKA_ROLES = ("generator", "consumer", "aggregator", "tester")
+# The chart's placeholders (files/kafka-acls.json): the release's topic and group names.
+CHART_NAMES = {
+    "input_topic": "{input}",
+    "processed_topic": "{processed}",
+    "errors_topic": "{errors}",
+    "transactional_id_prefix": "loginpipe-consumer-",  # the default id: one per pod
+    "group_prefix": "helm-test-",  # charts/loginpipe/files/routing_test.py
+}
+
+
+def strimzi_acls(role: str) -> list[dict[str, object]]:
+    """``role``'s ACLs as Strimzi's KafkaUser lists them, with the chart's placeholders."""
+    group = {"consumer": "{consumer_group}", "aggregator": "{aggregator_group}"}.get(role, "")
+    return [
+        {
+            "resource": {"type": a.resource, "name": a.name, "patternType": a.pattern},
+            "operations": list(a.operations),
+            "host": "*",
+        }
+        for a in kafka_acls(role, group=group, **CHART_NAMES)
+    ]

@@ -398,6 +398,49 @@ def test_the_charts_redis_gives_each_user_exactly_its_rights_on_a_real_redis(tmp
         server.wait(10)
 
 
+def test_with_scram_each_service_is_its_own_kafka_user_holding_only_its_acls() -> None:
+    from loginpipe.rights import KAFKA_ROLES, kafka_acls, strimzi_acls
+
+    shipped = json.loads((CHART / "files" / "kafka-acls.json").read_text())
+    assert shipped == {r: strimzi_acls(r) for r in KAFKA_ROLES}, "run `make chart-acl`"
+    objs = render({"kafka": {"strimzi": {"listener": {"authentication": "scram-sha-512"}}}})
+    users = by_kind(objs, "KafkaUser")
+    assert set(users) == {f"loginpipe-{r}" for r in KAFKA_ROLES}
+    [kafka] = by_kind(objs, "Kafka").values()
+    assert kafka["spec"]["kafka"]["authorization"] == {"type": "simple"}
+    groups = {"consumer": "loginpipe-consumer", "aggregator": "loginpipe-aggregator"}
+    for role in KAFKA_ROLES:
+        want = {
+            (a.resource, a.name, a.pattern, op)
+            for a in kafka_acls(
+                role,
+                input_topic="user-login",
+                processed_topic="user-login-processed",
+                errors_topic="user-login-errors",
+                group=groups.get(role, ""),
+                transactional_id_prefix="loginpipe-consumer-",
+                group_prefix="helm-test-",
+            )
+            for op in a.operations
+        }
+        got = {
+            (a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"], op)
+            for a in users[f"loginpipe-{role}"]["spec"]["authorization"]["acls"]
+            for op in a["operations"]
+        }
+        assert got == want, role
+    for svc in SERVICES:
+        dep = by_kind(objs, "Deployment")[f"loginpipe-{svc}"]["spec"]["template"]["spec"]
+        env = env_of(dep["containers"][0])
+        assert env["LOGINPIPE_KAFKA_SASL_USERNAME"]["value"] == f"loginpipe-{svc}"
+        ref = env["LOGINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == f"loginpipe-{svc}"
+    [pod] = by_kind(objs, "Pod").values()
+    assert env_of(pod["spec"]["containers"][0])["LOGINPIPE_KAFKA_SASL_USERNAME"]["value"] == (
+        "loginpipe-tester"
+    )
+
+
 def test_service_monitors_scrape_ports_that_the_services_expose(monitored) -> None:
     services = by_kind(monitored, "Service")
     monitors = by_kind(monitored, "ServiceMonitor")

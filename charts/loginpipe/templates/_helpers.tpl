@@ -189,8 +189,29 @@ else, on the first install, min(3, kafka.strimzi.replicas).
 {{- end -}}
 {{- end -}}
 
+{{/*
+A role's Strimzi KafkaUser (and Secret) name: <fullname>-<role>, for generator, consumer,
+aggregator and tester (helm test). Call with (dict "ctx" $ "role" "consumer").
+*/}}
 {{- define "loginpipe.kafka.userName" -}}
-{{- printf "%s-client" (include "loginpipe.fullname" .) -}}
+{{- printf "%s-%s" (include "loginpipe.fullname" .ctx) .role -}}
+{{- end -}}
+
+{{/*
+A role's ACLs as the KafkaUser lists them: files/kafka-acls.json (generated from
+loginpipe.rights by `make chart-acl`) with the release's topic and group names.
+*/}}
+{{- define "loginpipe.kafka.acls" -}}
+{{- $v := .ctx.Values -}}
+{{- $acls := .ctx.Files.Get "files/kafka-acls.json" | fromJson -}}
+{{- $names := dict "{input}" $v.topics.input.name "{processed}" $v.topics.processed.name "{errors}" $v.topics.errors.name "{consumer_group}" $v.consumer.group "{aggregator_group}" $v.aggregator.group -}}
+{{- $out := list -}}
+{{- range (index $acls .role) -}}
+{{- $name := .resource.name -}}
+{{- range $placeholder, $value := $names }}{{- $name = replace $placeholder $value $name -}}{{- end -}}
+{{- $out = append $out (dict "resource" (dict "type" .resource.type "name" $name "patternType" .resource.patternType) "operations" .operations "host" .host) -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{- define "loginpipe.kafka.scram" -}}
@@ -244,8 +265,9 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 {{- end -}}
 
 {{/* Secret (name, key) of the SASL password. */}}
+{{/* Call with (dict "ctx" $ "role" "consumer"): a Strimzi user has one Secret per role. */}}
 {{- define "loginpipe.kafka.passwordSecretName" -}}
-{{- if eq .Values.kafka.mode "external" -}}{{ .Values.kafka.external.existingSecret }}{{- else -}}{{ include "loginpipe.kafka.userName" . }}{{- end -}}
+{{- if eq .ctx.Values.kafka.mode "external" -}}{{ .ctx.Values.kafka.external.existingSecret }}{{- else -}}{{ include "loginpipe.kafka.userName" . }}{{- end -}}
 {{- end -}}
 
 {{- define "loginpipe.kafka.passwordSecretKey" -}}
@@ -276,15 +298,16 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 {{- max 1 (sub (int (include "loginpipe.kafka.replicationFactor" .)) 1) -}}
 {{- end -}}
 
-{{/* env entries for Kafka credentials (every service and the test pod). */}}
+{{/* env entries for Kafka credentials: (dict "ctx" $ "role" "consumer"), each role its own. */}}
 {{- define "loginpipe.kafka.env" -}}
-{{- if include "loginpipe.kafka.sasl" . }}
+{{- $ctx := .ctx -}}
+{{- if include "loginpipe.kafka.sasl" $ctx }}
 - name: LOGINPIPE_KAFKA_SASL_USERNAME
-{{- if eq .Values.kafka.mode "external" }}
+{{- if eq $ctx.Values.kafka.mode "external" }}
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.kafka.external.existingSecret }}
-      key: {{ .Values.kafka.external.usernameKey }}
+      name: {{ $ctx.Values.kafka.external.existingSecret }}
+      key: {{ $ctx.Values.kafka.external.usernameKey }}
 {{- else }}
   value: {{ include "loginpipe.kafka.userName" . | quote }}
 {{- end }}
@@ -292,7 +315,7 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
   valueFrom:
     secretKeyRef:
       name: {{ include "loginpipe.kafka.passwordSecretName" . }}
-      key: {{ include "loginpipe.kafka.passwordSecretKey" . }}
+      key: {{ include "loginpipe.kafka.passwordSecretKey" $ctx }}
 {{- end }}
 {{- end -}}
 
@@ -493,7 +516,7 @@ including it would make every `helm template` differ); a password given as a val
 {{- with .Values.redis.internal.auth.password }}
 {{- $parts = append $parts (printf "redis-password=%s" (sha256sum .)) -}}
 {{- end }}
-{{- $parts = append $parts (printf "kafka-secret=%s/%s" (include "loginpipe.kafka.passwordSecretName" .) (include "loginpipe.kafka.passwordSecretKey" .)) -}}
+{{- $parts = append $parts (printf "kafka-secret=%s/%s" (include "loginpipe.kafka.passwordSecretName" (dict "ctx" . "role" "consumer")) (include "loginpipe.kafka.passwordSecretKey" .)) -}}
 {{- $parts = append $parts (printf "kafka-ca=%s" (include "loginpipe.kafka.caSecretName" .)) -}}
 {{- join "\n" $parts | sha256sum -}}
 {{- end -}}

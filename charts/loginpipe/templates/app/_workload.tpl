@@ -71,7 +71,7 @@ spec:
             - name: {{ .name }}
               value: {{ .value | toString | quote }}
             {{- end }}
-            {{- with (include "loginpipe.kafka.env" $ctx) }}
+            {{- with (include "loginpipe.kafka.env" (dict "ctx" $ctx "role" .component)) }}
             {{- . | trim | nindent 12 }}
             {{- end }}
             {{- if .redis }}
