@@ -23,8 +23,8 @@ from confluent_kafka.admin import (
 
 from loginpipe.kafka_io import acl_bindings
 from loginpipe.rights import kafka_acls
-from tests.integration.conftest import LocalKafka, Pipeline
-from tests.integration.test_pipeline import assert_exactly_once, generate_args
+from tests.integration.conftest import LocalKafka, Pipeline, free_port
+from tests.integration.test_pipeline import assert_exactly_once, generate_args, get
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +91,19 @@ def test_the_pipeline_runs_exactly_once_over_sasl_ssl_with_each_service_held_to_
     secured: Secured,
 ) -> None:
     pl = secured.pl
-    pl.service("consumer", "consume", **secured.env("consumer")).start()
-    pl.service("aggregator", "aggregate", **secured.env("aggregator")).start()
+    ports = {"consumer": free_port(), "aggregator": free_port()}
+    for role, command in (("consumer", "consume"), ("aggregator", "aggregate")):
+        pl.service(
+            role, command, LOGINPIPE_METRICS_PORT=str(ports[role]), **secured.env(role)
+        ).start()
     gen = pl.run_cli(*generate_args(count=5_000), **secured.env("generator"))
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert_exactly_once(pl, 5_000)
+    # Nor do they reach the metrics.
+    for role, port in ports.items():
+        status, body = get(port, "/metrics")
+        assert status == 200 and "loginpipe_" in body
+        assert all(password not in body for _, password in secured.users.values()), role
     for svc in pl.services:
         log = svc.log()
         assert "AUTHORIZATION_FAILED" not in log and "Traceback" not in log, log[-3000:]
