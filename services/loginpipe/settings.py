@@ -93,7 +93,8 @@ class CommonSettings:
     kafka_sasl_password: Secret = setting(  # noqa: RUF009
         "KAFKA_SASL_PASSWORD",
         Secret(""),
-        "SASL password (from a Kubernetes Secret; masked in logs).",
+        "SASL password (masked in logs). Or `LOGINPIPE_KAFKA_SASL_PASSWORD_FILE`: a file holding "
+        "it (a mounted Kubernetes Secret in the chart).",
     )
     kafka_ssl_ca_location: str = setting(
         "KAFKA_SSL_CA_LOCATION", "", "Path of the CA bundle that signs the brokers' certificates."
@@ -183,7 +184,8 @@ class RedisSettings:
     redis_password: Secret = setting(  # noqa: RUF009
         "REDIS_PASSWORD",
         Secret(""),
-        "Redis password, if not in the URL (from a Kubernetes Secret; masked in logs).",
+        "Redis password, if not in the URL (masked in logs). Or `LOGINPIPE_REDIS_PASSWORD_FILE`: "
+        "a file holding it (a mounted Kubernetes Secret in the chart).",
     )
     redis_ssl_ca_location: str = setting(
         "REDIS_SSL_CA_LOCATION",
@@ -420,6 +422,8 @@ def load(cls: type[S], environ: Mapping[str, str], **overrides: Any) -> S:
         env = f.metadata["env"]
         if f.name in overrides and overrides[f.name] is not None:
             raw = str(overrides[f.name])
+        elif hints[f.name] is Secret and env + FILE_SUFFIX in environ:
+            raw = _read_secret_file(env, environ)
         elif env in environ:
             raw = environ[env]
         else:
@@ -432,10 +436,32 @@ def load(cls: type[S], environ: Mapping[str, str], **overrides: Any) -> S:
     return obj
 
 
+FILE_SUFFIX = "_FILE"
+
+
+def _read_secret_file(env: str, environ: Mapping[str, str]) -> str:
+    """A secret from the file ``<env>_FILE`` names (a mounted Secret): never in the environment."""
+    path = environ[env + FILE_SUFFIX]
+    if env in environ:
+        raise ConfigError(f"both {env} and {env}{FILE_SUFFIX} are set: set only one of them")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"{env}{FILE_SUFFIX}={path!r} cannot be read ({exc.strerror}): set it to the file "
+            f"holding the secret (a mounted Secret's key), or set {env} instead"
+        ) from None
+
+
 def known_variables() -> set[str]:
     names: set[str] = set()
     for cls in (GeneratorSettings, ConsumerSettings, AggregatorSettings, CountsSettings):
-        names.update(f.metadata["env"] for f in dataclasses.fields(cls))
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            names.add(f.metadata["env"])
+            if hints[f.name] is Secret:
+                names.add(f.metadata["env"] + FILE_SUFFIX)
     return names
 
 

@@ -249,12 +249,26 @@ def test_renamed_topics_reach_both_strimzi_and_the_services() -> None:
         assert _service_env(objs, svc)["LOGINPIPE_TOPIC_INPUT"] == "logins-in"
 
 
+def secret_file(spec: dict[str, Any], variable: str) -> dict[str, str]:
+    """The Secret and key behind a ``<VAR>_FILE`` setting: its mount, then its volume."""
+    [c] = spec["containers"]
+    path = env_of(c)[variable + "_FILE"]["value"]
+    directory, name = path.rsplit("/", 1)
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == directory]
+    assert mount.get("readOnly")
+    [vol] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    [item] = [i for i in vol["secret"]["items"] if i["path"] == name]
+    assert variable not in env_of(c), f"{variable} is also an env value"
+    return {"name": vol["secret"]["secretName"], "key": item["key"]}
+
+
 def test_credentials_come_from_secrets_never_the_configmap(default) -> None:
     for cm in by_kind(default, "ConfigMap").values():
         assert not any("PASSWORD" in k for k in cm.get("data", {})), cm["metadata"]["name"]
     agg = by_kind(default, "Deployment")["loginpipe-aggregator"]["spec"]["template"]["spec"]
     env = env_of(agg["containers"][0])
-    assert "secretKeyRef" in env["LOGINPIPE_REDIS_PASSWORD"]["valueFrom"]
+    assert secret_file(agg, "LOGINPIPE_REDIS_PASSWORD")
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env.values())
 
 
 def test_an_external_kafka_and_redis_replace_strimzi_and_the_statefulset() -> None:
@@ -262,8 +276,10 @@ def test_an_external_kafka_and_redis_replace_strimzi_and_the_statefulset() -> No
     assert not by_kind(objs, "Kafka") and not by_kind(objs, "KafkaTopic")
     assert not by_kind(objs, "StatefulSet")
     consumer = by_kind(objs, "Deployment")["loginpipe-consumer"]["spec"]["template"]["spec"]
-    env = env_of(consumer["containers"][0])
-    assert "secretKeyRef" in env["LOGINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]
+    assert secret_file(consumer, "LOGINPIPE_KAFKA_SASL_PASSWORD") == {
+        "name": "kafka-credentials",
+        "key": "password",
+    }
 
 
 def test_an_external_tls_redis_gets_its_ca_and_user_in_the_aggregator_only() -> None:
@@ -330,7 +346,7 @@ def test_the_aggregator_connects_as_its_acl_user_and_the_other_services_hold_no_
     env = _service_env(default, "aggregator")
     assert env["LOGINPIPE_REDIS_USERNAME"] == "loginpipe-aggregator"
     agg = by_kind(default, "Deployment")["loginpipe-aggregator"]["spec"]["template"]["spec"]
-    ref = env_of(agg["containers"][0])["LOGINPIPE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    ref = secret_file(agg, "LOGINPIPE_REDIS_PASSWORD")
     assert ref == {"name": "loginpipe-redis-users", "key": "aggregator-password"}
     for svc in ("generator", "consumer"):
         assert not any(k.startswith("LOGINPIPE_REDIS_PASS") for k in _service_env(default, svc))
@@ -433,8 +449,7 @@ def test_with_scram_each_service_is_its_own_kafka_user_holding_only_its_acls() -
         dep = by_kind(objs, "Deployment")[f"loginpipe-{svc}"]["spec"]["template"]["spec"]
         env = env_of(dep["containers"][0])
         assert env["LOGINPIPE_KAFKA_SASL_USERNAME"]["value"] == f"loginpipe-{svc}"
-        ref = env["LOGINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == f"loginpipe-{svc}"
+        assert secret_file(dep, "LOGINPIPE_KAFKA_SASL_PASSWORD")["name"] == f"loginpipe-{svc}"
     [pod] = by_kind(objs, "Pod").values()
     assert env_of(pod["spec"]["containers"][0])["LOGINPIPE_KAFKA_SASL_USERNAME"]["value"] == (
         "loginpipe-tester"

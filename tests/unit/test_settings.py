@@ -181,3 +181,19 @@ def test_a_commit_interval_not_below_the_transaction_timeout_fails() -> None:
         load(ConsumerSettings, env)
     # At-least-once has no transactions: the pair does not matter there.
     load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+
+
+def test_a_secret_can_come_from_a_file_and_never_from_both(tmp_path) -> None:
+    f = tmp_path / "password"
+    f.write_text("s3cret\n")
+    s = load(AggregatorSettings, {"LOGINPIPE_REDIS_PASSWORD_FILE": str(f)})
+    assert s.redis_password.reveal() == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(describe(s))
+    with pytest.raises(ConfigError, match="set only one"):
+        load(
+            AggregatorSettings,
+            {"LOGINPIPE_REDIS_PASSWORD_FILE": str(f), "LOGINPIPE_REDIS_PASSWORD": "x"},
+        )
+    with pytest.raises(ConfigError, match=r"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE.*cannot be read"):
+        load(AggregatorSettings, {"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "nope")})
+    check_unknown({"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE": "x", "LOGINPIPE_REDIS_PASSWORD_FILE": "y"})

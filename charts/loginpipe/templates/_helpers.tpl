@@ -311,29 +311,46 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 {{- else }}
   value: {{ include "loginpipe.kafka.userName" . | quote }}
 {{- end }}
-- name: LOGINPIPE_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "loginpipe.kafka.passwordSecretName" . }}
-      key: {{ include "loginpipe.kafka.passwordSecretKey" $ctx }}
+# The password is a file of the mounted Secret (loginpipe.kafka.volumes), never an env value.
+- name: LOGINPIPE_KAFKA_SASL_PASSWORD_FILE
+  value: {{ include "loginpipe.kafka.credentialsMountPath" $ctx }}/password
 {{- end }}
 {{- end -}}
 
+{{- define "loginpipe.kafka.credentialsMountPath" -}}/etc/loginpipe/kafka-credentials{{- end -}}
+
+{{/* Volumes of a role's pod: the CA bundle, and its password. (dict "ctx" $ "role" ...) */}}
 {{- define "loginpipe.kafka.volumes" -}}
-{{- with include "loginpipe.kafka.caSecretName" . }}
+{{- $ctx := .ctx -}}
+{{- with include "loginpipe.kafka.caSecretName" $ctx }}
 - name: kafka-ca
   secret:
     secretName: {{ . }}
     items:
-      - key: {{ include "loginpipe.kafka.caSecretKey" $ }}
+      - key: {{ include "loginpipe.kafka.caSecretKey" $ctx }}
         path: ca.crt
+{{- end }}
+{{- if include "loginpipe.kafka.sasl" $ctx }}
+- name: kafka-credentials
+  secret:
+    secretName: {{ include "loginpipe.kafka.passwordSecretName" . }}
+    defaultMode: 0400
+    items:
+      - key: {{ include "loginpipe.kafka.passwordSecretKey" $ctx }}
+        path: password
 {{- end }}
 {{- end -}}
 
 {{- define "loginpipe.kafka.volumeMounts" -}}
-{{- if include "loginpipe.kafka.caSecretName" . }}
+{{- $ctx := .ctx -}}
+{{- if include "loginpipe.kafka.caSecretName" $ctx }}
 - name: kafka-ca
-  mountPath: {{ include "loginpipe.kafka.caMountPath" . }}
+  mountPath: {{ include "loginpipe.kafka.caMountPath" $ctx }}
+  readOnly: true
+{{- end }}
+{{- if include "loginpipe.kafka.sasl" $ctx }}
+- name: kafka-credentials
+  mountPath: {{ include "loginpipe.kafka.credentialsMountPath" $ctx }}
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -427,24 +444,24 @@ maxmemory-policy noeviction
 {{- if include "loginpipe.redis.aclUsers" . }}
 - name: LOGINPIPE_REDIS_USERNAME
   value: loginpipe-aggregator
-- name: LOGINPIPE_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "loginpipe.redis.usersSecretName" . }}
-      key: aggregator-password
-{{- else }}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.username }}
+{{- else if and (eq .Values.redis.mode "external") .Values.redis.external.username }}
 - name: LOGINPIPE_REDIS_USERNAME
   value: {{ .Values.redis.external.username | quote }}
 {{- end }}
-{{- if include "loginpipe.redis.secretName" . }}
-- name: LOGINPIPE_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "loginpipe.redis.secretName" . }}
-      key: {{ include "loginpipe.redis.secretKey" . }}
+{{- if include "loginpipe.redis.passwordSecret" . }}
+# The password is a file of the mounted Secret (loginpipe.redis.volumes), never an env value.
+- name: LOGINPIPE_REDIS_PASSWORD_FILE
+  value: /etc/loginpipe/redis-credentials/password
 {{- end }}
-{{- end }}
+{{- end -}}
+
+{{/* The aggregator's Redis password: "<secret>/<key>", or empty for none. */}}
+{{- define "loginpipe.redis.passwordSecret" -}}
+{{- if include "loginpipe.redis.aclUsers" . -}}
+{{- printf "%s/aggregator-password" (include "loginpipe.redis.usersSecretName" .) -}}
+{{- else if include "loginpipe.redis.secretName" . -}}
+{{- printf "%s/%s" (include "loginpipe.redis.secretName" .) (include "loginpipe.redis.secretKey" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The aggregator's Redis CA bundle (an external rediss:// Redis): volume and mount. */}}
@@ -455,6 +472,15 @@ maxmemory-policy noeviction
 {{- define "loginpipe.redis.caMountPath" -}}/etc/loginpipe/redis-ca{{- end -}}
 
 {{- define "loginpipe.redis.volumes" -}}
+{{- with include "loginpipe.redis.passwordSecret" . }}
+- name: redis-credentials
+  secret:
+    secretName: {{ (split "/" .)._0 }}
+    defaultMode: 0400
+    items:
+      - key: {{ (split "/" .)._1 }}
+        path: password
+{{- end }}
 {{- with include "loginpipe.redis.caSecretName" . }}
 - name: redis-ca
   secret:
@@ -466,6 +492,11 @@ maxmemory-policy noeviction
 {{- end -}}
 
 {{- define "loginpipe.redis.volumeMounts" -}}
+{{- if include "loginpipe.redis.passwordSecret" . }}
+- name: redis-credentials
+  mountPath: /etc/loginpipe/redis-credentials
+  readOnly: true
+{{- end }}
 {{- if include "loginpipe.redis.caSecretName" . }}
 - name: redis-ca
   mountPath: {{ include "loginpipe.redis.caMountPath" . }}

@@ -101,7 +101,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- with (include "loginpipe.kafka.volumeMounts" $ctx) }}
+            {{- with (include "loginpipe.kafka.volumeMounts" (dict "ctx" $ctx "role" .component)) }}
             {{- . | trim | nindent 12 }}
             {{- end }}
             {{- if .redis }}
@@ -114,7 +114,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- with (include "loginpipe.kafka.volumes" $ctx) }}
+        {{- with (include "loginpipe.kafka.volumes" (dict "ctx" $ctx "role" .component)) }}
         {{- . | trim | nindent 8 }}
         {{- end }}
         {{- if .redis }}
