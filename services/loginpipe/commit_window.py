@@ -72,10 +72,14 @@ class CommitWindow:
         stopper: Stopper,
         failure_budget_seconds: float,
         producer_factory: ProducerFactory = Producer,
+        positions_reset: Callable[[list[TopicPartition]], None] = lambda _: None,
     ) -> None:
         self.consumer = consumer
         self.producer_config = producer_config
         self.producer_factory = producer_factory
+        # Told of every partition whose position a rewind resets (kafka_io.Rebalances: a
+        # message of it already handed out must then be dropped, not routed).
+        self.positions_reset = positions_reset
         self.input_topic = input_topic
         self.processed_topic, self.errors_topic = output_topics
         self.metrics = metrics
@@ -196,6 +200,8 @@ class CommitWindow:
         """
         consumer = self.consumer
         rewind = [tp for tp in consumer.assignment() if tp.partition in self.partitions]
+        if rewind:
+            self.positions_reset(rewind)
         if rewind and not self.stopper.stopping:
             for tp in consumer.committed(rewind, timeout=TXN_OP_TIMEOUT):
                 if tp.error is not None:

@@ -100,6 +100,7 @@ class Router:
             "health": self.health,
             "stopper": self.stopper,
             "failure_budget_seconds": s.failure_budget_seconds,
+            "positions_reset": self.rebalances.revoked,
         }
         if self.exactly_once:
             return TransactionalWindow(
@@ -194,6 +195,7 @@ class Router:
             # ends instead (no abort, no flush); its restart fences the hung one and resumes.
             if isinstance(window, TransactionalWindow):
                 window.hung = True
+            window.reset()  # nothing left to commit: the revoke inside close() leaves it alone
             raise ProducerHung(
                 f"a Kafka transaction call hung ({exc}; librdkafka#5456: the broker or the "
                 "group coordinator went away mid-commit): exiting so that a restart resumes "
@@ -222,6 +224,11 @@ class Router:
                     wait = 0.5
                 msgs = take(consumer, batch_size, wait, self.rebalances)
                 self.health.beat()
+                if self.stopper.stopping:
+                    # Asked to stop meanwhile (a rebalance inside take() may even have aborted
+                    # the window without a rewind): route nothing more; the next owner reads
+                    # these from the committed offsets.
+                    break
                 if msgs:
                     self._process(msgs, window)
                 if window.is_open and time.monotonic() - window.opened_at >= interval:
@@ -236,9 +243,10 @@ class Router:
     def _process(self, msgs: list[Message], window: CommitWindow) -> None:
         """Validate and route one batch inside the open window. The hot path."""
         started = time.perf_counter()
+        # Noted before the window opens: if opening fails, the rewind must cover this batch.
+        window.partitions.update(m.partition() for m in msgs)  # type: ignore[misc]
         if not window.is_open:
             window.open()
-        window.partitions.update(m.partition() for m in msgs)  # type: ignore[misc]
         producer = window.producer
         s = self.s
         n = 0

@@ -94,6 +94,16 @@ def check_kafka(settings: CommonSettings, topics: Iterable[str], timeout: float)
             missing.append(t)
         else:
             partitions[t] = len(tm.partitions)
+    # A topic this principal may not Describe is left out of the metadata (or flagged): asked
+    # for by name, the broker says which it is.
+    forbidden = [t for t in missing if _forbidden(admin, t)]
+    if forbidden:
+        raise ConfigError(
+            f"the Kafka user {settings.kafka_sasl_username or '(anonymous)'!r} may not use "
+            f"topic(s) {', '.join(forbidden)} on {settings.kafka_bootstrap}: give it the ACLs "
+            "its service needs (README, Security: loginpipe.rights.kafka_acls), or set "
+            "LOGINPIPE_KAFKA_SASL_USERNAME to the service's own user"
+        )
     if missing:
         raise DependencyUnavailable(
             f"topic(s) {', '.join(missing)} do not exist on {settings.kafka_bootstrap}: create "
@@ -260,7 +270,7 @@ class Rebalances:
         self.count += 1
 
     def revoked(self, partitions: list[TopicPartition]) -> None:
-        """Partitions revoked or lost: their positions restart from the committed offsets."""
+        """Partitions revoked or lost, or rewound: their positions restart from the commit."""
         self.count += 1
         for tp in partitions:
             self._revoked[(tp.topic, tp.partition)] = self.count
@@ -353,6 +363,15 @@ def call_bounded(fn: Callable[[float], None], timeout: float, grace: float) -> N
         raise CallStuck(f"no answer {timeout + grace:g}s after a call with a {timeout:g}s timeout")
     if box:
         raise box[0]
+
+
+def _forbidden(admin: AdminClient, topic: str) -> bool:
+    try:
+        tm = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+    except KafkaException:
+        return False
+    err = None if tm is None else tm.error
+    return err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
 _RESOURCES = {

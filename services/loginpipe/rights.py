@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 # The start-up check. (redis-py also sends CLIENT SETINFO on connect, Redis 7.2+, and ignores
 # a refusal: left out, as Redis 7.0 does not know the command.)
-_CONNECT = ("ping",)
+_CONNECT = ("ping", "select")  # SELECT: a URL naming a database other than 0
 # What redis-py's Redis Cluster client asks to learn the cluster's layout.
 _CLUSTER = ("cluster|slots", "cluster|shards", "command")
 

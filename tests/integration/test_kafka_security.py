@@ -190,3 +190,8 @@ def test_a_wrong_password_or_an_untrusted_certificate_exits_2_naming_the_setting
     )
     assert out.returncode == 2, out.stderr[-3000:]
     assert "LOGINPIPE_KAFKA_SSL_CA_LOCATION" in out.stderr and "Traceback" not in out.stderr
+    # A topic the user has no right to is named as such, not as a missing topic: the
+    # aggregator started with the generator's user, which may not read the processed topic.
+    out = pl.run_cli("aggregate", timeout=60, **secured.env("generator"))
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "may not use topic" in out.stderr and pl.processed in out.stderr

@@ -126,6 +126,7 @@ def make(
     consumer = FakeConsumer(
         list(assigned), {0: 10, 1: 20, 2: 30} if committed is None else committed
     )
+    consumer.reset_told: list[int] = []  # type: ignore[attr-defined]
     metrics = Metrics("consumer")
     extra: dict[str, Any] = (
         {"transaction_timeout_ms": 60_000, "init_timeout_seconds": 10.0}
@@ -142,6 +143,7 @@ def make(
         health=Health(metrics),
         stopper=NoWaitStopper(),
         failure_budget_seconds=120,
+        positions_reset=lambda tps: consumer.reset_told.extend(tp.partition for tp in tps),  # type: ignore[attr-defined]
         **extra,
     )
     return window, producers, consumer
@@ -180,6 +182,8 @@ def test_an_abortable_commit_aborts_and_rewinds_only_the_partitions_the_window_r
     w.commit()
     assert p.calls == ["begin", "send_offsets", "commit", "abort"]
     assert sorted(c.seeks) == [(0, 10), (2, 30)]  # partition 1 keeps its prefetched data
+    # take() is told, so a message of a rewound partition already handed out is dropped.
+    assert sorted(c.reset_told) == [0, 2]
     assert not w.is_open
     assert sample(w, "loginpipe_transactions_total", result="aborted") == 1
     assert sample(w, "loginpipe_events_valid_total", device_type="ios") == 0
