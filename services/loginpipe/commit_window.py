@@ -58,8 +58,6 @@ ProducerFactory = Callable[[dict[str, Any]], Producer]
 class CommitWindow:
     """The open window's state, the rewind, and the retry policy both delivery modes share."""
 
-    exactly_once = False
-
     def __init__(
         self,
         *,
@@ -258,8 +256,6 @@ class CommitWindow:
 
 class TransactionalWindow(CommitWindow):
     """Exactly-once: the window is a Kafka transaction with the input offsets inside it."""
-
-    exactly_once = True
 
     def __init__(
         self, *, transaction_timeout_ms: int, init_timeout_seconds: float, **kw: Any

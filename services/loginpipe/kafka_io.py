@@ -22,9 +22,10 @@ from loginpipe.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 
-def admin_client(settings: CommonSettings) -> AdminClient:
+def admin_client(settings: CommonSettings, **extra: Any) -> AdminClient:
     conf = settings.kafka_config()
     conf["logger"] = logging.getLogger("librdkafka")
+    conf.update(extra)
     return AdminClient(conf)
 
 
@@ -63,11 +64,8 @@ def check_kafka(settings: CommonSettings, topics: Iterable[str], timeout: float)
     Wrong credentials or an untrusted certificate end it at once (ConfigError), without
     waiting out ``timeout``. Returns the partition count of each topic.
     """
-    conf = settings.kafka_config()
-    conf["logger"] = logging.getLogger("librdkafka")
     errors = _Errors()
-    conf["error_cb"] = errors
-    admin = AdminClient(conf)
+    admin = admin_client(settings, error_cb=errors)
     deadline = time.monotonic() + timeout
     while True:
         try:
