@@ -105,8 +105,17 @@ cmd_up() {
     kind create cluster --name "$CLUSTER" --config "$CONFIG" --wait "$KIND_WAIT"
   fi
   kubectl --context "$CONTEXT" wait --for=condition=Ready node --all --timeout="$KIND_WAIT" >/dev/null
-  kubectl --context "$CONTEXT" create namespace "$NAMESPACE" --dry-run=client -o yaml \
-    | kubectl --context "$CONTEXT" apply -f - >/dev/null
+  # Pod Security `restricted` enforced on the release's namespace (the chart's pods, Redis and,
+  # with STRIMZI_POD_SECURITY_PROVIDER_CLASS=restricted in skaffold.yaml, Strimzi's all pass it).
+  kubectl --context "$CONTEXT" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $NAMESPACE
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce-version: latest
+EOF
   say "ready: kubectl context $CONTEXT, namespace $NAMESPACE"
   say "next: skaffold dev   (or: skaffold run; profiles: -p keda, -p minimal)"
 }

@@ -2,8 +2,9 @@
 # Build what the project's local Kubernetes runs, from the package registries alone:
 #
 #   hack/local-cluster/build.sh binaries   Kubernetes (apiserver, controller-manager, scheduler,
-#                                          kubelet, kube-proxy, kubectl), etcd and CoreDNS from
-#                                          the Go module proxy
+#                                          kubelet, kube-proxy, kubectl), etcd, CoreDNS, KEDA,
+#                                          prometheus-operator, Prometheus and kube-network-policies
+#                                          from the Go module proxy
 #   hack/local-cluster/build.sh images     the container images: a Debian base standing in for
 #                                          python:3.11-slim-bookworm, loginpipe from this
 #                                          repository's Dockerfile, Redis, Kafka, CoreDNS, pause
@@ -121,11 +122,19 @@ build_coredns() {
 # Commands of a Go module whose go.mod has replace directives (`go install` refuses those): the
 # module's own source from the proxy, built as the main module with its go.sum.
 build_module_cmds() { # NAME MODULE VERSION LDFLAGS CMD-DIR...
-  local name="$1" module="$2" version="$3" ldflags="$4" out dir work
+  local name="$1" module="$2" version="$3" ldflags="$4" out dir work p
   shift 4
   out="$BIN_DIR/$name-v$version"
-  if [[ -f "$out/.built" ]]; then return 0; fi
-  say "building $name v$version ($*) from the Go module proxy ..."
+  # Patches of ours for this module version (hack/local-cluster/patches/<name>-v<version>*.patch,
+  # each saying why), applied to the module's copy; a changed patch rebuilds.
+  local patches=() stamp=""
+  for p in "$ROOT/hack/local-cluster/patches/$name-v$version"*.patch; do
+    [[ -f "$p" ]] && patches+=("$p")
+  done
+  ((${#patches[@]} == 0)) || stamp="$(cat "${patches[@]}" | cksum)"
+  if [[ -f "$out/.built" && "$(cat "$out/.built")" == "$stamp" ]]; then return 0; fi
+  rm -rf "$out"
+  say "building $name v$version ($*) from the Go module proxy${stamp:+, with ${#patches[@]} patch(es)} ..."
   work="$BUILD_DIR/$name-v$version"
   dir="$(cd "$BUILD_DIR" && go mod download -json "$module@v$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
   [[ -d "$dir" ]] || die "go mod download $module@v$version failed"
@@ -139,12 +148,15 @@ build_module_cmds() { # NAME MODULE VERSION LDFLAGS CMD-DIR...
     (cd "$work" && go mod edit -dropreplace="$mod" -require="$mod@v$version")
   done < <(cd "$work" && go mod edit -json |
     python3 -c 'import json,sys; [print(r["Old"]["Path"], r["New"]["Path"]) for r in json.load(sys.stdin).get("Replace") or [] if r["New"]["Path"].startswith("./")]')
+  for p in "${patches[@]}"; do
+    patch -s -p1 -d "$work" <"$p" || die "$(basename "$p") does not apply to $module v$version"
+  done
   local pkgs=() c
   for c in "$@"; do pkgs+=("./$c"); done
   (cd "$work" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" -o "$out/" "${pkgs[@]}")
   for c in "$@"; do [[ -x "$out/$(basename "$c")" ]] || die "$name: $c was not built"; done
   rm -rf "$work"
-  touch "$out/.built"
+  echo "$stamp" >"$out/.built"
 }
 
 module_dir() { # MODULE VERSION -> the module's folder in Go's module cache
@@ -183,6 +195,13 @@ build_monitoring_and_autoscaling() {
   fi
 }
 
+# The NetworkPolicy agent (its one command is ./cmd, built as `cmd`), patched to leave the
+# packet capture to the node's iptables rules (patches/kube-network-policies-v*.patch says why).
+build_network_policies() {
+  build_module_cmds kube-network-policies sigs.k8s.io/kube-network-policies \
+    "$LOCAL_KUBE_NETWORK_POLICIES_VERSION" "" cmd
+}
+
 cmd_binaries() {
   command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's binaries (go >= 1.24)"
   mkdir -p "$BIN_DIR" "$BUILD_DIR"
@@ -190,6 +209,7 @@ cmd_binaries() {
   build_etcd
   build_coredns
   build_monitoring_and_autoscaling
+  build_network_policies
   say "binaries ready under $BIN_DIR"
 }
 

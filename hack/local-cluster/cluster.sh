@@ -6,7 +6,8 @@
 #   up          build what is missing (build.sh all), then start etcd, the API server,
 #               controller-manager, scheduler, containerd, kubelet and kube-proxy inside the
 #               network namespace `loginpipe-k8s`; import the images; install cluster DNS
-#               (CoreDNS), a default StorageClass with pre-made volumes, the vendored CRDs
+#               (CoreDNS), NetworkPolicy enforcement (kube-network-policies), a default
+#               StorageClass with pre-made volumes, the vendored CRDs
 #               (Strimzi, prometheus-operator, KEDA), a single-node Kafka in namespace `kafka`,
 #               KEDA (namespace `keda`) and prometheus-operator with a Prometheus (namespace
 #               `monitoring`); wait until everything is Ready. Idempotent.
@@ -411,6 +412,38 @@ EOF
   wait_http kube-proxy http://127.0.0.1:10256/healthz 60
 }
 
+# The packet capture of kube-network-policies (network-policies.yaml), as iptables rules: upstream
+# programs them with nftables' `queue` expression, which this kernel lacks (see
+# patches/kube-network-policies-v*.patch). Same place and order as upstream's chain: after DNAT
+# and before SNAT, the node's root user (the kubelet's probes) and established connections pass,
+# the first packet of any other connection to or from the pod network goes to queue 100, where
+# the agent accepts or drops it by the NetworkPolicies. --queue-bypass: while no agent listens,
+# packets pass, as upstream's rules exist only while the agent runs. One addition: upstream
+# judges only what leaves through POSTROUTING, so a pod's connection to an address of its own
+# node (the API server here, and on a one-node kind) is never judged; here new connections from
+# pods to the node go through the queue too (INPUT), so a pod's egress policy covers them.
+network_policy_rules() {
+  local hook chain rule
+  for hook in POSTROUTING INPUT; do
+    chain="LOGINPIPE-NETPOL-$hook"
+    in_ns iptables -t mangle -N "$chain" 2>/dev/null || true
+    in_ns iptables -t mangle -C "$hook" -j "$chain" 2>/dev/null ||
+      in_ns iptables -t mangle -A "$hook" -j "$chain"
+    while read -r -a rule; do
+      [[ ${#rule[@]} -gt 0 ]] || continue
+      in_ns iptables -t mangle -C "$chain" "${rule[@]}" 2>/dev/null ||
+        in_ns iptables -t mangle -A "$chain" "${rule[@]}"
+    done < <(
+      # (the owner match exists only for locally made packets: POSTROUTING, not INPUT)
+      [[ "$hook" == POSTROUTING ]] && echo "-m owner --uid-owner 0 -j RETURN"
+      echo "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
+      echo "-s $POD_CIDR -j NFQUEUE --queue-num 100 --queue-bypass"
+      [[ "$hook" == POSTROUTING ]] && echo "-d $POD_CIDR -j NFQUEUE --queue-num 100 --queue-bypass"
+      true
+    )
+  done
+}
+
 addons() {
   say "installing cluster DNS, storage, CRDs and Kafka ..."
   local pv
@@ -420,6 +453,8 @@ addons() {
   done
   sed "s#@VOLUMES@#$STATE_DIR/volumes#g; s#@DNS_IP@#$DNS_SERVICE_IP#g; s#@COREDNS_IMAGE@#localhost/loginpipe-coredns:$LOCAL_COREDNS_VERSION#g; s#@KAFKA_IMAGE@#localhost/loginpipe-kafka:$KAFKA_VERSION#g; s#@NODE@#$NODE_NAME#g" \
     "$ROOT/hack/local-cluster/addons.yaml" | kctl apply --server-side --force-conflicts -f - >/dev/null
+  sed -e "s#@NETPOL_IMAGE@#localhost/loginpipe-kube-network-policies:$LOCAL_KUBE_NETWORK_POLICIES_VERSION#g" -e "s#@NODE_IP@#$NODE_IP#g" \
+    "$ROOT/hack/local-cluster/network-policies.yaml" | kctl apply --server-side --force-conflicts -f - >/dev/null
   local crd
   for crd in "$ROOT"/k8s/vendor/crds/*/*.yaml; do
     kctl apply --server-side --force-conflicts -f "$crd" >/dev/null
@@ -428,6 +463,8 @@ addons() {
   wait_until 120 "the node to be Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
   kctl -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null ||
     die "CoreDNS did not become ready: kubectl -n kube-system describe pods"
+  kctl -n kube-system rollout status daemonset/kube-network-policies --timeout=120s >/dev/null ||
+    die "kube-network-policies did not become ready: kubectl -n kube-system logs ds/kube-network-policies"
   kctl -n kafka rollout status statefulset/kafka --timeout=300s >/dev/null ||
     die "Kafka did not become ready: kubectl -n kafka logs kafka-0"
   local d
@@ -490,6 +527,7 @@ cmd_up() {
   import_images
   start_kubelet
   start_kube_proxy
+  network_policy_rules
   addons
   say "up in $((SECONDS - started))s: KUBECONFIG=$KUBECONFIG_FILE (API server https://$NODE_IP:6443, Kubernetes v$LOCAL_K8S_VERSION)"
 }

@@ -18,6 +18,7 @@
 #   localhost/loginpipe-keda, -keda-metrics-apiserver, -prometheus-operator,
 #   -prometheus-config-reloader, -prometheus          the binaries build.sh built from their Go
 #       modules (KEDA, prometheus-operator, Prometheus), each alone in its image
+#   localhost/loginpipe-kube-network-policies:<v>    the NetworkPolicy agent (root, privileged)
 
 DEBIAN_MIRROR="${LOCAL_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BUILDAH_ROOT="$CLUSTER_CACHE/buildah/root"
@@ -30,6 +31,7 @@ PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 KEDA_IMAGE="localhost/loginpipe-keda:$LOCAL_KEDA_VERSION"
 KEDA_METRICS_IMAGE="localhost/loginpipe-keda-metrics-apiserver:$LOCAL_KEDA_VERSION"
 PROMETHEUS_IMAGE="localhost/loginpipe-prometheus:$LOCAL_PROMETHEUS_VERSION"
+NETPOL_IMAGE="localhost/loginpipe-kube-network-policies:$LOCAL_KUBE_NETWORK_POLICIES_VERSION"
 
 bah() {
   buildah --root "$BUILDAH_ROOT" --runroot "$BUILDAH_RUNROOT" --storage-driver "$(storage_driver)" "$@"
@@ -234,6 +236,16 @@ build_monitoring_and_autoscaling_images() {
     /bin/prometheus
 }
 
+# The NetworkPolicy agent runs as root (privileged, in the node's network namespace: it
+# programs nftables and reads the packets of new connections from an nfqueue), as upstream's.
+build_network_policies_image() {
+  local binary="$BIN_DIR/kube-network-policies-v$LOCAL_KUBE_NETWORK_POLICIES_VERSION/cmd" key
+  key="kube-network-policies $(recipe build_network_policies_image) $(recipe binary_image) $(cksum <"$binary")"
+  archive_fresh kube-network-policies "$key" && return 0
+  say "image $NETPOL_IMAGE ..."
+  binary_image kube-network-policies "$NETPOL_IMAGE" "$binary" /bin/netpol "$key" --user 0:0
+}
+
 build_coredns_image() {
   local key
   key="coredns $(recipe build_coredns_image) $(recipe binary_image) $LOCAL_COREDNS_VERSION"
@@ -266,5 +278,6 @@ cmd_images() {
   build_redis_image
   build_kafka_image
   build_monitoring_and_autoscaling_images
+  build_network_policies_image
   say "images ready under $IMAGE_DIR (buildah storage: $(storage_driver))"
 }

@@ -936,3 +936,135 @@ def test_a_scrape_timeout_longer_than_the_interval_is_refused() -> None:
         {"metrics": {"serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "59s"}}}
     )
     assert by_kind(ok, "ServiceMonitor")
+
+
+# ---- NetworkPolicies ----------------------------------------------------------------------------
+
+
+def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def policies_of(objs: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [p for p in by_kind(objs, "NetworkPolicy").values() if selects(p, labels)]
+
+
+def pod_labels(objs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    out = {}
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            out[o["metadata"]["name"]] = o["spec"]["template"]["metadata"]["labels"]
+        elif o["kind"] == "Pod":
+            out[o["metadata"]["name"]] = o["metadata"]["labels"]
+    return out
+
+
+def egress_ports(objs: list[dict[str, Any]], labels: dict[str, str]) -> set[tuple[str, int]]:
+    return {
+        (port["protocol"], port["port"])
+        for policy in policies_of(objs, labels)
+        for rule in policy["spec"].get("egress", [])
+        for port in rule["ports"]
+    }
+
+
+def test_every_pod_is_isolated_both_ways_and_the_namespace_denies_by_default(default) -> None:
+    deny = by_kind(default, "NetworkPolicy")["loginpipe-default-deny"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for name, labels in pod_labels(default).items():
+        own = [p for p in policies_of(default, labels) if p["spec"]["podSelector"]]
+        assert own, f"{name}: no NetworkPolicy of its own"
+        for policy in own:
+            assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"], policy["metadata"]
+
+
+def test_each_service_reaches_only_dns_kafka_and_for_the_aggregator_redis(default) -> None:
+    labels = pod_labels(default)
+    dns = {("UDP", 53), ("TCP", 53)}
+    assert egress_ports(default, labels["loginpipe-generator"]) == dns | {("TCP", 9092)}
+    assert egress_ports(default, labels["loginpipe-consumer"]) == dns | {("TCP", 9092)}
+    assert egress_ports(default, labels["loginpipe-aggregator"]) == dns | {
+        ("TCP", 9092),
+        ("TCP", 6379),
+    }
+    assert egress_ports(default, labels["loginpipe-redis"]) == set()
+    kafka_rule = by_kind(default, "NetworkPolicy")["loginpipe-consumer"]["spec"]["egress"][1]
+    assert kafka_rule["to"] == [
+        {
+            "podSelector": {
+                "matchLabels": {"strimzi.io/cluster": "loginpipe", "strimzi.io/kind": "Kafka"}
+            }
+        }
+    ]
+
+
+def test_only_the_aggregator_and_labelled_clients_may_connect_to_redis(default) -> None:
+    ingress = by_kind(default, "NetworkPolicy")["loginpipe-redis"]["spec"]["ingress"]
+    assert ingress == [
+        {
+            "from": [
+                {"podSelector": {"matchLabels": {
+                    "app.kubernetes.io/name": "loginpipe",
+                    "app.kubernetes.io/instance": "loginpipe",
+                    "app.kubernetes.io/component": "aggregator",
+                }}},
+                {"podSelector": {"matchLabels": {"loginpipe-redis-client": "true"}}},
+            ],
+            "ports": [{"protocol": "TCP", "port": 6379}],
+        }
+    ]  # fmt: skip
+
+
+def test_only_prometheus_may_scrape_the_metrics_ports(default) -> None:
+    policies = by_kind(default, "NetworkPolicy")
+    for service, port in PORTS.items():
+        assert policies[f"loginpipe-{service}"]["spec"]["ingress"] == [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": port}],
+            }
+        ]
+    strimzi = policies["loginpipe-kafka-cluster"]["spec"]
+    assert strimzi["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9404}]
+    assert strimzi["egress"][0] == {
+        "to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": "loginpipe"}}}]
+    }
+
+
+def test_an_external_kafka_and_redis_are_reached_on_the_ports_their_addresses_name() -> None:
+    peers = [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+    objs = render(
+        {
+            "kafka": {"mode": "external", "external": {"bootstrap": "k1:9094, k2:9095,k3:9094"}},
+            "redis": {"mode": "external", "external": {"url": "rediss://user@r.example:6380/0"}},
+            "networkPolicy": {"kafka": {"to": peers}},
+        }
+    )
+    policies = by_kind(objs, "NetworkPolicy")
+    assert "loginpipe-kafka-cluster" not in policies and "loginpipe-redis" not in policies
+    kafka, redis = policies["loginpipe-aggregator"]["spec"]["egress"][1:]
+    assert kafka == {
+        "to": peers,
+        "ports": [{"protocol": "TCP", "port": 9094}, {"protocol": "TCP", "port": 9095}],
+    }
+    assert redis == {"ports": [{"protocol": "TCP", "port": 6380}]}  # no `to`: any address
+    objs = render(
+        {
+            "kafka": {"mode": "external", "external": {"bootstrap": "k1:9092"}},
+            "redis": {"mode": "external", "external": {"url": "redis://r"}},
+        }
+    )
+    egress = by_kind(objs, "NetworkPolicy")["loginpipe-aggregator"]["spec"]["egress"]
+    assert egress[2] == {"ports": [{"protocol": "TCP", "port": 6379}]}
+
+
+def test_network_policies_can_be_turned_off_or_kept_to_the_releases_own_pods() -> None:
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+    own = by_kind(render({"networkPolicy": {"denyAllInNamespace": False}}), "NetworkPolicy")
+    assert own and all(p["spec"]["podSelector"] for p in own.values())

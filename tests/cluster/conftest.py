@@ -32,7 +32,8 @@ CHART = ROOT / "charts" / "loginpipe"
 STATE = Path(os.environ.get("LOCAL_CLUSTER_STATE", ROOT / ".cache" / "local-cluster"))
 KUBECONFIG = STATE / "kubeconfig"
 HOME_CACHE = Path(os.environ.get("LOGINPIPE_HOME_CACHE", Path.home() / ".cache" / "loginpipe"))
-KAFKA_BOOTSTRAP = "kafka.kafka.svc.cluster.local:9092"
+KAFKA_NAMESPACE = "kafka"
+KAFKA_BOOTSTRAP = f"kafka.{KAFKA_NAMESPACE}.svc.cluster.local:9092"
 HOW = "run `make cluster-up` first"
 
 
@@ -224,8 +225,46 @@ def local_values(namespace: str, **overrides: Any) -> dict[str, Any]:
         },
         "consumer": {"group": f"loginpipe-consumer-{namespace}"},
         "aggregator": {"group": f"loginpipe-aggregator-{namespace}"},
+        # The NetworkPolicies (on by default) point the services at the broker's namespace.
+        "networkPolicy": {
+            "kafka": {
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": KAFKA_NAMESPACE}
+                        }
+                    }
+                ]
+            }
+        },
     }
     return deep_merge(values, overrides)
+
+
+# A pod of ours that passes Pod Security `restricted`: its pod and container security contexts.
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def scraped_every_5s() -> dict[str, Any]:
+    """`metrics` values: ServiceMonitors that the cluster's Prometheus selects, every 5 s."""
+    return {
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "5s",
+            "scrapeTimeout": "4s",
+            "additionalLabels": {"release": "kube-prometheus-stack"},
+        }
+    }
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,15 @@ import orjson
 import pytest
 import yaml
 
-from tests.cluster.conftest import ROOT, Cluster, free_port, ground_truth, tool, wait_for
+from tests.cluster.conftest import (
+    ROOT,
+    Cluster,
+    free_port,
+    ground_truth,
+    scraped_every_5s,
+    tool,
+    wait_for,
+)
 from tests.cluster.test_chart_on_cluster import Release
 
 pytestmark = pytest.mark.cluster
@@ -117,12 +125,7 @@ def scaling_release(cluster: Cluster, tmp_path: Path) -> Iterator[Release]:
             },
         },
         metrics={
-            "serviceMonitor": {
-                "enabled": True,
-                "interval": "5s",
-                "scrapeTimeout": "4s",
-                "additionalLabels": monitor,
-            },
+            **scraped_every_5s(),
             "prometheusRule": {
                 "enabled": True,
                 "additionalLabels": monitor,

@@ -25,6 +25,8 @@ from kubernetes import client
 
 from tests.cluster.conftest import (
     CHART,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
     Cluster,
     app_image,
     free_port,
@@ -147,17 +149,17 @@ class Release:
         return {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                # A Kafka client by the chart's NetworkPolicies (DNS and the brokers).
+                "labels": {f"{self.name}-kafka-client": "true"},
+            },
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": 10001,
-                    "runAsGroup": 10001,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": RESTRICTED_POD,
                 "containers": [
                     {
                         "name": "loginpipe",
@@ -180,11 +182,7 @@ class Release:
                             {"name": "LOGINPIPE_TOPIC_ERRORS", "value": self.topics["errors"]},
                             {"name": "LOGINPIPE_METRICS_PORT", "value": "0"},
                         ],
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
+                        "securityContext": RESTRICTED_CONTAINER,
                     }
                 ],
             },

@@ -606,3 +606,12 @@ def test_kind_script_rejects_an_unknown_command_with_usage(tmp_path: Path) -> No
     res = run_kind_sh(tmp_path, {}, "frobnicate")
     assert res.returncode == 2
     assert "Usage: hack/kind.sh up|down|status|check" in res.stderr
+
+
+def test_the_dev_namespace_enforces_pod_security_restricted_and_strimzi_complies() -> None:
+    cfg = skaffold_variants()["default"]
+    hook = " ".join(cfg["deploy"]["helm"]["hooks"]["before"][0]["host"]["command"])
+    for script in (hook, (ROOT / "hack" / "kind.sh").read_text()):
+        assert "pod-security.kubernetes.io/enforce" in script and "restricted" in script
+    envs = by_name(cfg)["strimzi"]["overrides"]["extraEnvs"]
+    assert {"name": "STRIMZI_POD_SECURITY_PROVIDER_CLASS", "value": "restricted"} in envs
