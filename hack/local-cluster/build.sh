@@ -204,6 +204,7 @@ build_network_policies() {
 
 cmd_binaries() {
   command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's binaries (go >= 1.24)"
+  command -v patch >/dev/null 2>&1 || ensure_packages patch
   mkdir -p "$BIN_DIR" "$BUILD_DIR"
   build_kubernetes
   build_etcd

@@ -504,7 +504,7 @@ addons_autoscaling_and_monitoring() {
 
 cmd_up() {
   need_root
-  ensure_packages containerd runc containernetworking-plugins iptables conntrack iproute2 openssl curl
+  ensure_packages containerd runc containernetworking-plugins iptables conntrack iproute2 openssl curl patch
   "$ROOT/hack/local-cluster/build.sh" all
   [[ -x "$(K8S_BIN kube-apiserver)" && -x "$ETCD_BIN" ]] || die "binaries missing after the build"
   local started=$SECONDS
