@@ -41,8 +41,13 @@ def setting(
     choices: tuple[str, ...] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    from_file: bool = False,
 ) -> Any:
-    """Declare one setting: its variable (without prefix), default, documentation and bounds."""
+    """Declare one setting: its variable (without prefix), default, documentation and bounds.
+
+    ``from_file``: the value may also come from the file that ``<variable>_FILE`` names (a
+    mounted Secret's key), as every ``Secret`` setting's may.
+    """
     return field(
         default=default,
         metadata={
@@ -51,6 +56,7 @@ def setting(
             "choices": choices,
             "minimum": minimum,
             "maximum": maximum,
+            "from_file": from_file,
         },
     )
 
@@ -88,7 +94,11 @@ class CommonSettings:
         choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     )
     kafka_sasl_username: str = setting(
-        "KAFKA_SASL_USERNAME", "", "SASL user name (from a Kubernetes Secret in the chart)."
+        "KAFKA_SASL_USERNAME",
+        "",
+        "SASL user name. Or `LOGINPIPE_KAFKA_SASL_USERNAME_FILE`: a file holding it (a mounted "
+        "Kubernetes Secret in the chart).",
+        from_file=True,
     )
     kafka_sasl_password: Secret = setting(  # noqa: RUF009
         "KAFKA_SASL_PASSWORD",
@@ -422,7 +432,7 @@ def load(cls: type[S], environ: Mapping[str, str], **overrides: Any) -> S:
         env = f.metadata["env"]
         if f.name in overrides and overrides[f.name] is not None:
             raw = str(overrides[f.name])
-        elif hints[f.name] is Secret and env + FILE_SUFFIX in environ:
+        elif _from_file(f, hints) and env + FILE_SUFFIX in environ:
             raw = _read_secret_file(env, environ)
         elif env in environ:
             raw = environ[env]
@@ -437,6 +447,11 @@ def load(cls: type[S], environ: Mapping[str, str], **overrides: Any) -> S:
 
 
 FILE_SUFFIX = "_FILE"
+
+
+def _from_file(f: dataclasses.Field[Any], hints: Mapping[str, Any]) -> bool:
+    """Whether a setting may come from the file ``<variable>_FILE`` names."""
+    return hints[f.name] is Secret or bool(f.metadata.get("from_file"))
 
 
 def _read_secret_file(env: str, environ: Mapping[str, str]) -> str:
@@ -460,7 +475,7 @@ def known_variables() -> set[str]:
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
             names.add(f.metadata["env"])
-            if hints[f.name] is Secret:
+            if _from_file(f, hints):
                 names.add(f.metadata["env"] + FILE_SUFFIX)
     return names
 

@@ -280,6 +280,10 @@ def test_an_external_kafka_and_redis_replace_strimzi_and_the_statefulset() -> No
         "name": "kafka-credentials",
         "key": "password",
     }
+    assert secret_file(consumer, "LOGINPIPE_KAFKA_SASL_USERNAME") == {
+        "name": "kafka-credentials",
+        "key": "username",
+    }
 
 
 def test_an_external_tls_redis_gets_its_ca_and_user_in_the_aggregator_only() -> None:
@@ -369,13 +373,24 @@ def test_the_charts_redis_gives_each_user_exactly_its_rights_on_a_real_redis(tmp
     (tmp_path / "run").mkdir()
     conf = by_kind(objs, "ConfigMap")["loginpipe-redis"]["data"]["redis.conf"]
     (tmp_path / "etc" / "redis.conf").write_text(conf.replace("dir /data", f"dir {tmp_path}"))
-    script = script.replace("/etc/redis/", f"{tmp_path}/etc/").replace(
-        "/run/redis/", f"{tmp_path}/run/"
-    )
-    script = script.replace("exec redis-server", "exit 0; redis-server")
-    passwords = {"REDIS_PASSWORD": "admin-pw", "REDIS_AGGREGATOR_PASSWORD": "agg-pw"}
-    passwords["REDIS_READER_PASSWORD"] = "read-pw"
-    subprocess.run(["sh", "-c", script], env={**os.environ, **passwords}, check=True)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    passwords = {"password": "admin-pw", "aggregator-password": "agg-pw"}
+    passwords["reader-password"] = "read-pw"
+    for name, value in passwords.items():  # the projected Secrets' files
+        (secrets / name).write_text(value)
+
+    def local(command: str) -> str:
+        return (
+            command.replace("/etc/redis/", f"{tmp_path}/etc/")
+            .replace("/run/redis/", f"{tmp_path}/run/")
+            .replace("/etc/redis-secrets/", f"{secrets}/")
+        )
+
+    script = local(script).replace("exec redis-server", "exit 0; redis-server")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert not any("PASSWORD" in e["name"] or "AUTH" in e["name"] for e in container.get("env", []))
+    subprocess.run(["sh", "-c", script], check=True)
     port = free_port()
     server = subprocess.Popen(
         ["redis-server", str(tmp_path / "run" / "redis.conf"), "--port", str(port)],
@@ -409,6 +424,13 @@ def test_the_charts_redis_gives_each_user_exactly_its_rights_on_a_real_redis(tmp
                 call()
         with pytest.raises(redis_lib.AuthenticationError):
             client("loginpipe-aggregator", "wrong").ping()
+        # The probes authenticate with the mounted password file, and fail without it.
+        probe = local(container["readinessProbe"]["exec"]["command"][2]).replace(
+            "-p 6379", f"-p {port}"
+        )
+        assert subprocess.run(["sh", "-c", probe]).returncode == 0
+        (secrets / "password").write_text("wrong")
+        assert subprocess.run(["sh", "-c", probe], capture_output=True).returncode != 0
     finally:
         server.terminate()
         server.wait(10)

@@ -197,3 +197,13 @@ def test_a_secret_can_come_from_a_file_and_never_from_both(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE.*cannot be read"):
         load(AggregatorSettings, {"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "nope")})
     check_unknown({"LOGINPIPE_KAFKA_SASL_PASSWORD_FILE": "x", "LOGINPIPE_REDIS_PASSWORD_FILE": "y"})
+
+
+def test_the_kafka_user_name_can_come_from_a_file_but_plain_settings_cannot(tmp_path) -> None:
+    f = tmp_path / "username"
+    f.write_text("loginpipe-consumer\n")
+    s = load(ConsumerSettings, {"LOGINPIPE_KAFKA_SASL_USERNAME_FILE": str(f)})
+    assert s.kafka_sasl_username == "loginpipe-consumer"
+    check_unknown({"LOGINPIPE_KAFKA_SASL_USERNAME_FILE": "x"})
+    with pytest.raises(ConfigError, match="LOGINPIPE_TOPIC_INPUT_FILE"):
+        check_unknown({"LOGINPIPE_TOPIC_INPUT_FILE": "x"})

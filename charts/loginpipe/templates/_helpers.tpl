@@ -302,13 +302,12 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 {{- define "loginpipe.kafka.env" -}}
 {{- $ctx := .ctx -}}
 {{- if include "loginpipe.kafka.sasl" $ctx }}
-- name: LOGINPIPE_KAFKA_SASL_USERNAME
 {{- if eq $ctx.Values.kafka.mode "external" }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $ctx.Values.kafka.external.existingSecret }}
-      key: {{ $ctx.Values.kafka.external.usernameKey }}
+# The external user's name, like its password, is a file of the mounted Secret.
+- name: LOGINPIPE_KAFKA_SASL_USERNAME_FILE
+  value: {{ include "loginpipe.kafka.credentialsMountPath" $ctx }}/username
 {{- else }}
+- name: LOGINPIPE_KAFKA_SASL_USERNAME
   value: {{ include "loginpipe.kafka.userName" . | quote }}
 {{- end }}
 # The password is a file of the mounted Secret (loginpipe.kafka.volumes), never an env value.
@@ -319,7 +318,7 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 
 {{- define "loginpipe.kafka.credentialsMountPath" -}}/etc/loginpipe/kafka-credentials{{- end -}}
 
-{{/* Volumes of a role's pod: the CA bundle, and its password. (dict "ctx" $ "role" ...) */}}
+{{/* Volumes of a role's pod: the CA bundle, its password (and an external user's name). (dict "ctx" $ "role" ...) */}}
 {{- define "loginpipe.kafka.volumes" -}}
 {{- $ctx := .ctx -}}
 {{- with include "loginpipe.kafka.caSecretName" $ctx }}
@@ -338,6 +337,10 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
     items:
       - key: {{ include "loginpipe.kafka.passwordSecretKey" $ctx }}
         path: password
+      {{- if eq $ctx.Values.kafka.mode "external" }}
+      - key: {{ $ctx.Values.kafka.external.usernameKey }}
+        path: username
+      {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -359,6 +362,16 @@ own): <cluster>-kafka-bootstrap.<namespace>.svc:<port>. An external bootstrap is
 
 {{- define "loginpipe.redis.fullname" -}}
 {{- printf "%s-redis" (include "loginpipe.fullname" .) -}}
+{{- end -}}
+
+{{/*
+A redis-cli command line inside the Redis pod, authenticated as the default user: redis-cli reads
+the password from REDISCLI_AUTH, set for that one command from the mounted Secret's file (so it
+is in no env value of the pod and not on the command line). Call with the arguments, e.g.
+(include "loginpipe.redis.cli" "ping").
+*/}}
+{{- define "loginpipe.redis.cli" -}}
+REDISCLI_AUTH="$(cat /etc/redis-secrets/password)" redis-cli -h 127.0.0.1 -p 6379 {{ . }}
 {{- end -}}
 
 {{- define "loginpipe.redis.url" -}}
