@@ -96,6 +96,94 @@ def cmd_counts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_errors(args: argparse.Namespace) -> int:
+    """Summarise the error topic over a window: what went wrong, where, and samples."""
+    from loginpipe.error_report import ErrorSummary, parse_when
+    from loginpipe.exceptions import ConfigError
+    from loginpipe.kafka_io import check_kafka, read_ranges, window_ranges, window_reader
+
+    s = load(CommonSettings, os.environ)
+    setup_logging(s.log_level, "text")
+    now_ms = int(time.time() * 1000)
+    try:
+        since = parse_when(args.since, now_ms) if args.since else None
+        until = parse_when(args.until, now_ms) if args.until else None
+        explicit = parse_offsets(args.offsets) if args.offsets else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    topic = s.topic_errors
+    partitions = check_kafka(s, [topic], s.startup_timeout_seconds)[topic]
+    summary = ErrorSummary(samples_per_reason=args.samples)
+    consumer = window_reader(s)
+    try:
+        if explicit is not None:
+            unknown = sorted(p for p in explicit if p >= partitions)
+            if unknown:
+                raise ConfigError(f"{topic} has no partition {unknown[0]} (it has {partitions})")
+            marks = {p: consumer.get_watermark_offsets(_tp(topic, p), 10.0) for p in explicit}
+            ranges = {
+                p: (max(start, marks[p][0]), min(marks[p][1] if end is None else end, marks[p][1]))
+                for p, (start, end) in explicit.items()
+            }
+        else:
+            ranges = window_ranges(consumer, topic, range(partitions), since, until, 10.0)
+        total = sum(max(0, end - start) for start, end in ranges.values())
+        show = _progress_line(total) if sys.stderr.isatty() and not args.quiet else None
+        read_ranges(consumer, topic, ranges, summary.add, progress=show)
+        if show is not None:
+            sys.stderr.write("\r\033[K")
+    finally:
+        consumer.close()
+    if args.json:
+        report = summary.as_dict(args.top)
+        report["topic"] = topic
+        report["ranges"] = {str(p): list(r) for p, r in sorted(ranges.items())}
+        sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(f"{topic}: " + summary.render(args.top))
+    return 0
+
+
+def parse_offsets(text: str) -> dict[int, tuple[int, int | None]]:
+    """``--offsets 0:100-200,3:500-``: partition, first offset, end offset (exclusive, open)."""
+    out: dict[int, tuple[int, int | None]] = {}
+    for part in text.split(","):
+        p, sep, span = part.strip().partition(":")
+        start, dash, end = span.partition("-")
+        try:
+            if not sep or not dash or not start:
+                raise ValueError
+            key, first, last = int(p), int(start), int(end) if end else None
+        except ValueError:
+            raise ValueError(
+                f"--offsets {part.strip()!r}: give PARTITION:START-END or PARTITION:START- "
+                "(END exclusive), comma-separated"
+            ) from None
+        out[key] = (first, last)
+    return out
+
+
+def _tp(topic: str, partition: int) -> Any:
+    from confluent_kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+def _progress_line(total: int) -> Callable[[int], None]:
+    """A progress line on the terminal (stderr), at most twice a second."""
+    last = [0.0]
+
+    def show(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5:
+            last[0] = now
+            share = f" ({100 * done / total:.0f}%)" if total else ""
+            sys.stderr.write(f"\rread {done} of about {total} records{share}\033[K")
+            sys.stderr.flush()
+
+    return show
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from loginpipe.kafka_io import create_topics
 
@@ -216,6 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print JSON")
     k.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for Redis")
     k.set_defaults(fn=cmd_counts)
+
+    e = sub.add_parser(
+        "errors",
+        help="summarise the error topic: counts by reason and field, top values, samples",
+        description="Reads LOGINPIPE_TOPIC_ERRORS (read_committed) over a window, in bounded "
+        "memory, and prints counts by reason, by problem and by source partition, the most "
+        "frequent offending values of each field, and a few samples with their source "
+        "coordinates and original bytes. Without a window, the whole topic as it is now.",
+    )
+    e.add_argument("--since", help="from this time: a duration ago (30m, 1h, 2d), epoch ms or ISO")
+    e.add_argument("--until", help="up to this time (same forms); default: now")
+    e.add_argument("--offsets", help="instead: PARTITION:START-END,... (END exclusive or open)")
+    e.add_argument("--top", type=int, default=10, help="values listed per field (default 10)")
+    e.add_argument("--samples", type=int, default=3, help="samples kept per reason (default 3)")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress line")
+    e.set_defaults(fn=cmd_errors)
 
     t = sub.add_parser("topics", help="create the three topics if missing")
     t.add_argument("--partitions", type=int, default=6)

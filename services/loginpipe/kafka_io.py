@@ -404,3 +404,91 @@ def acl_bindings(principal: str, acls: Iterable[KafkaAcl]) -> list[Any]:
                 )
             )
     return out
+
+
+# ---- reading a window of a topic (loginpipe errors) --------------------------------------------
+
+Range = tuple[int, int]  # [start, end) offsets of one partition
+
+
+def window_ranges(
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    since_ms: int | None,
+    until_ms: int | None,
+    timeout: float,
+) -> dict[int, Range]:
+    """Each partition's offsets [start, end) of the records written from ``since_ms`` to before
+    ``until_ms`` (by record timestamp), up to what the topic holds now: records written later
+    are not read, so a read of a busy topic ends."""
+    out: dict[int, Range] = {}
+    parts = list(partitions)
+
+    def for_times(ms: int | None, default: Callable[[int], int]) -> dict[int, int]:
+        if ms is None:
+            return {p: default(p) for p in parts}
+        found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout)
+        # -1: no record at or after that time in the partition: its end.
+        return {
+            tp.partition: tp.offset if tp.offset >= 0 else default(tp.partition) for tp in found
+        }
+
+    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout) for p in parts}
+    starts = for_times(since_ms, lambda p: marks[p][0] if since_ms is None else marks[p][1])
+    ends = for_times(until_ms, lambda p: marks[p][1])
+    for p in parts:
+        start, end = max(starts[p], marks[p][0]), min(ends[p], marks[p][1])
+        if start < end:
+            out[p] = (start, end)
+    return out
+
+
+def read_ranges(
+    consumer: Consumer,
+    topic: str,
+    ranges: dict[int, Range],
+    on_record: Callable[[bytes | None, int, int, int | None], None],
+    *,
+    progress: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Deliver every committed record of ``ranges`` (read_committed) to ``on_record(value,
+    partition, offset, timestamp_ms)``, in offset order per partition; the number delivered.
+
+    A partition is done at its end offset, or at its end of committed data (a transaction
+    marker, or an aborted transaction's records, can be the last offsets of a range).
+    """
+    todo = {p for p, (start, end) in ranges.items() if start < end}
+    consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(todo)])
+    delivered = 0
+    while todo and not stop():
+        for m in consumer.consume(1000, 0.5):
+            p, offset, err = m.partition(), m.offset(), m.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                raise DependencyUnavailable(f"reading {topic}: {err.str()}")
+            if p is None or p not in todo:
+                continue
+            if err is not None or offset is None:  # the end of its committed records
+                todo.discard(p)
+                continue
+            if offset >= ranges[p][1]:
+                todo.discard(p)
+                continue
+            kind, ts = m.timestamp()
+            on_record(m.value(), p, offset, ts if kind != 0 else None)
+            delivered += 1
+            if offset + 1 >= ranges[p][1]:
+                todo.discard(p)
+        if progress is not None:
+            progress(delivered)
+    return delivered
+
+
+def window_reader(settings: CommonSettings) -> Consumer:
+    """A consumer for reading ranges by assignment: no group membership, no commits."""
+    conf = consumer_base_config(settings, group_id="loginpipe-errors")
+    conf.update({"enable.partition.eof": True, "statistics.interval.ms": 0})
+    conf.pop("session.timeout.ms")
+    conf.pop("heartbeat.interval.ms")
+    return Consumer(conf)

@@ -1090,3 +1090,10 @@ def test_network_policies_can_be_turned_off_or_kept_to_the_releases_own_pods() -
     assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
     own = by_kind(render({"networkPolicy": {"denyAllInNamespace": False}}), "NetworkPolicy")
     assert own and all(p["spec"]["podSelector"] for p in own.values())
+
+
+def test_the_dashboards_error_panel_points_at_the_errors_command() -> None:
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    [panel] = [p for p in dashboard["panels"] if p["title"] == "Error share by reason"]
+    assert "loginpipe errors" in panel["description"]
+    assert "### Looking into the errors: `loginpipe errors`" in (ROOT / "README.md").read_text()
