@@ -21,6 +21,7 @@ from loginpipe.settings import (
     ConsumerSettings,
     CountsSettings,
     GeneratorSettings,
+    ReplaySettings,
     check_unknown,
     describe,
     load,
@@ -98,35 +99,22 @@ def cmd_counts(args: argparse.Namespace) -> int:
 
 def cmd_errors(args: argparse.Namespace) -> int:
     """Summarise the error topic over a window: what went wrong, where, and samples."""
-    from loginpipe.error_report import ErrorSummary, parse_when
+    from loginpipe.error_report import ErrorSummary
     from loginpipe.exceptions import ConfigError
-    from loginpipe.kafka_io import check_kafka, read_ranges, window_ranges, window_reader
+    from loginpipe.kafka_io import check_kafka, read_ranges, window_reader
 
     s = load(CommonSettings, os.environ)
     setup_logging(s.log_level, "text")
-    now_ms = int(time.time() * 1000)
     try:
-        since = parse_when(args.since, now_ms) if args.since else None
-        until = parse_when(args.until, now_ms) if args.until else None
-        explicit = parse_offsets(args.offsets) if args.offsets else None
+        since, until, explicit = _window(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     topic = s.topic_errors
     partitions = check_kafka(s, [topic], s.startup_timeout_seconds)[topic]
     summary = ErrorSummary(samples_per_reason=args.samples)
+    ranges = _ranges(s, topic, partitions, since, until, explicit)
     consumer = window_reader(s)
     try:
-        if explicit is not None:
-            unknown = sorted(p for p in explicit if p >= partitions)
-            if unknown:
-                raise ConfigError(f"{topic} has no partition {unknown[0]} (it has {partitions})")
-            marks = {p: consumer.get_watermark_offsets(_tp(topic, p), 10.0) for p in explicit}
-            ranges = {
-                p: (max(start, marks[p][0]), min(marks[p][1] if end is None else end, marks[p][1]))
-                for p, (start, end) in explicit.items()
-            }
-        else:
-            ranges = window_ranges(consumer, topic, range(partitions), since, until, 10.0)
         total = sum(max(0, end - start) for start, end in ranges.values())
         show = _progress_line(total) if sys.stderr.isatty() and not args.quiet else None
         read_ranges(consumer, topic, ranges, summary.add, progress=show)
@@ -142,6 +130,89 @@ def cmd_errors(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"{topic}: " + summary.render(args.top))
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Route the chosen error records that today's rules accept, exactly once."""
+    from loginpipe.exceptions import ConfigError
+    from loginpipe.kafka_io import check_kafka
+    from loginpipe.replay import Replayer, check_reasons
+
+    s = load(ReplaySettings, os.environ)
+    setup_logging(s.log_level, "text")
+    reasons = check_reasons(args.reason or [])
+    try:
+        since, until, explicit = _window(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    topics = [s.topic_errors, s.topic_processed, s.topic_replayed]
+    partitions = check_kafka(s, topics, s.startup_timeout_seconds)[s.topic_errors]
+    stopper = Stopper()
+    stopper.install()
+    replayer = Replayer(s, reasons, args.dry_run, stop=lambda: stopper.stopping)
+    try:
+        ranges = _ranges(s, s.topic_errors, partitions, since, until, explicit)
+        total = sum(max(0, end - start) for start, end in ranges.values())
+        show = _progress_line(total) if sys.stderr.isatty() and not args.quiet else None
+        outcome = replayer.run(ranges, progress=show)
+        if show is not None:
+            sys.stderr.write("\r\033[K")
+    finally:
+        replayer.close()
+    report = {"dry_run": args.dry_run, "reasons": sorted(reasons), **outcome.as_dict()}
+    if args.json:
+        sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+    else:
+        verb = "would route" if args.dry_run else "routed"
+        sys.stdout.write(
+            f"{s.topic_errors}: read {outcome.read} error records; {verb} "
+            f"{report['replayed']} to {s.topic_processed} {report['replayed_by_device']}; "
+            f"{report['still_invalid']} still invalid {report['still_invalid_by_reason']}; "
+            f"{outcome.already_replayed} replayed before; {outcome.not_selected} of other "
+            f"reasons; {outcome.not_replayable} without their whole original\n"
+        )
+    return 130 if stopper.stopping else 0
+
+
+def _window(
+    args: argparse.Namespace,
+) -> tuple[int | None, int | None, dict[int, tuple[int, int | None]] | None]:
+    """--since, --until and --offsets of `errors` and `replay`."""
+    from loginpipe.error_report import parse_when
+
+    now_ms = int(time.time() * 1000)
+    since = parse_when(args.since, now_ms) if args.since else None
+    until = parse_when(args.until, now_ms) if args.until else None
+    explicit = parse_offsets(args.offsets) if args.offsets else None
+    return since, until, explicit
+
+
+def _ranges(
+    s: CommonSettings,
+    topic: str,
+    partitions: int,
+    since: int | None,
+    until: int | None,
+    explicit: dict[int, tuple[int, int | None]] | None,
+) -> dict[int, tuple[int, int]]:
+    """The offset ranges of a window: explicit ones (within the watermarks), or by time."""
+    from loginpipe.exceptions import ConfigError
+    from loginpipe.kafka_io import window_ranges, window_reader
+
+    consumer = window_reader(s)
+    try:
+        if explicit is None:
+            return window_ranges(consumer, topic, range(partitions), since, until, 10.0)
+        unknown = sorted(p for p in explicit if p >= partitions)
+        if unknown:
+            raise ConfigError(f"{topic} has no partition {unknown[0]} (it has {partitions})")
+        marks = {p: consumer.get_watermark_offsets(_tp(topic, p), 10.0) for p in explicit}
+        return {
+            p: (max(start, marks[p][0]), min(marks[p][1] if end is None else end, marks[p][1]))
+            for p, (start, end) in explicit.items()
+        }
+    finally:
+        consumer.close()
 
 
 def parse_offsets(text: str) -> dict[int, tuple[int, int | None]]:
@@ -187,11 +258,19 @@ def _progress_line(total: int) -> Callable[[int], None]:
 def cmd_topics(args: argparse.Namespace) -> int:
     from loginpipe.kafka_io import create_topics
 
-    s = load(CommonSettings, os.environ)
+    s = load(ReplaySettings, os.environ)
     setup_logging(s.log_level, "text")
     topics = [s.topic_input, s.topic_processed, s.topic_errors]
     created = create_topics(s, topics, partitions=args.partitions, replication=args.replication)
-    for t in topics:
+    # The replay ledger: only the latest record per key matters (loginpipe replay).
+    created += create_topics(
+        s,
+        [s.topic_replayed],
+        partitions=args.partitions,
+        replication=args.replication,
+        config={"cleanup.policy": "compact"},
+    )
+    for t in [*topics, s.topic_replayed]:
         state = "created" if t in created else "exists"
         sys.stdout.write(f"{t}: {state}\n")
     return 0
@@ -322,7 +401,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress line")
     e.set_defaults(fn=cmd_errors)
 
-    t = sub.add_parser("topics", help="create the three topics if missing")
+    rp = sub.add_parser(
+        "replay",
+        help="route error records that today's rules accept to the processed topic, once",
+        description="Re-validates the original bytes of the chosen error records with today's "
+        "rules and routes those now valid to LOGINPIPE_TOPIC_PROCESSED, exactly once: each "
+        "routed record is marked on the replay ledger (LOGINPIPE_TOPIC_REPLAYED) in the same "
+        "transaction, so a second replay of the same records, or one after a crash, routes "
+        "nothing twice. Records still invalid stay in the errors topic.",
+    )
+    rp.add_argument("--reason", action="append", help="only records of this reason (repeatable)")
+    rp.add_argument("--since", help="error records written from this time (as for `errors`)")
+    rp.add_argument("--until", help="... up to this time; default: now")
+    rp.add_argument("--offsets", help="instead: PARTITION:START-END,... of the errors topic")
+    rp.add_argument(
+        "--dry-run", action="store_true", help="count what would be routed; route nothing"
+    )
+    rp.add_argument("--json", action="store_true", help="print JSON")
+    rp.add_argument("--quiet", action="store_true", help="no progress line")
+    rp.set_defaults(fn=cmd_replay)
+
+    t = sub.add_parser("topics", help="create the topics (and the replay ledger) if missing")
     t.add_argument("--partitions", type=int, default=6)
     t.add_argument("--replication", type=int, default=1)
     t.set_defaults(fn=cmd_topics)

@@ -452,12 +452,14 @@ def read_ranges(
     *,
     progress: Callable[[int], None] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    on_key: Callable[[bytes | None], None] | None = None,
 ) -> int:
     """Deliver every committed record of ``ranges`` (read_committed) to ``on_record(value,
     partition, offset, timestamp_ms)``, in offset order per partition; the number delivered.
 
     A partition is done at its end offset, or at its end of committed data (a transaction
     marker, or an aborted transaction's records, can be the last offsets of a range).
+    ``on_key``, if given, gets each record's key just before ``on_record``.
     """
     todo = {p for p, (start, end) in ranges.items() if start < end}
     consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(todo)])
@@ -476,6 +478,8 @@ def read_ranges(
                 todo.discard(p)
                 continue
             kind, ts = m.timestamp()
+            if on_key is not None:
+                on_key(m.key())
             on_record(m.value(), p, offset, ts if kind != 0 else None)
             delivered += 1
             if offset + 1 >= ranges[p][1]:
@@ -483,6 +487,15 @@ def read_ranges(
         if progress is not None:
             progress(delivered)
     return delivered
+
+
+def whole_topic(consumer: Consumer, topic: str, timeout: float) -> dict[int, Range]:
+    """Every partition's [low, high) watermarks now."""
+    md = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    out: dict[int, Range] = {}
+    for p in md.partitions:
+        out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)
+    return out
 
 
 def window_reader(settings: CommonSettings) -> Consumer:

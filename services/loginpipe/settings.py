@@ -381,6 +381,31 @@ class CountsSettings(RedisSettings):
         self.redis_validate()
 
 
+@dataclass(frozen=True)
+class ReplaySettings(CommonSettings):
+    """Settings of ``loginpipe replay``: Kafka only."""
+
+    topic_replayed: str = setting(
+        "TOPIC_REPLAYED",
+        "user-login-replayed",
+        "Replay ledger: a compacted topic with one record per error record a replay routed, "
+        "so that no replay routes one twice (`loginpipe topics` creates it).",
+    )
+    replay_transactional_id: str = setting(
+        "REPLAY_TRANSACTIONAL_ID",
+        "loginpipe-replay",
+        "Transactional id of `loginpipe replay`: one per errors topic, shared by every run, so "
+        "that a run fences one still running and aborts what a killed one left open.",
+    )
+    replay_batch_size: int = setting(
+        "REPLAY_BATCH_SIZE",
+        1000,
+        "Records a replay routes per transaction (at most; a transaction also ends after 1 s).",
+        minimum=1,
+        maximum=100_000,
+    )
+
+
 S = TypeVar("S")
 
 
@@ -471,7 +496,13 @@ def _read_secret_file(env: str, environ: Mapping[str, str]) -> str:
 
 def known_variables() -> set[str]:
     names: set[str] = set()
-    for cls in (GeneratorSettings, ConsumerSettings, AggregatorSettings, CountsSettings):
+    for cls in (
+        GeneratorSettings,
+        ConsumerSettings,
+        AggregatorSettings,
+        CountsSettings,
+        ReplaySettings,
+    ):
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
             names.add(f.metadata["env"])
@@ -521,6 +552,7 @@ def markdown_table() -> str:
         "consumer": ConsumerSettings,
         "aggregator": AggregatorSettings,
         "counts": CountsSettings,
+        "replay": ReplaySettings,
     }
     rows: dict[str, dict[str, Any]] = {}
     for svc, cls in services.items():

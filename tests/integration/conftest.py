@@ -353,6 +353,7 @@ class Pipeline:
         self.input = f"user-login-{self.id}"
         self.processed = f"user-login-processed-{self.id}"
         self.errors = f"user-login-errors-{self.id}"
+        self.replayed = f"user-login-replayed-{self.id}"
         self.consumer_group = f"consumer-{self.id}"
         self.aggregator_group = f"aggregator-{self.id}"
         self.prefix = f"test:{self.id}:"
@@ -370,6 +371,8 @@ class Pipeline:
             "LOGINPIPE_TOPIC_INPUT": self.input,
             "LOGINPIPE_TOPIC_PROCESSED": self.processed,
             "LOGINPIPE_TOPIC_ERRORS": self.errors,
+            "LOGINPIPE_TOPIC_REPLAYED": self.replayed,
+            "LOGINPIPE_REPLAY_TRANSACTIONAL_ID": f"replay-{self.id}",
             "LOGINPIPE_CONSUMER_GROUP": self.consumer_group,
             "LOGINPIPE_AGGREGATOR_GROUP": self.aggregator_group,
             "LOGINPIPE_CONSUMER_TRANSACTIONAL_ID": f"tx-{self.id}",
@@ -384,6 +387,14 @@ class Pipeline:
             NewTopic(t, num_partitions=self.partitions, replication_factor=1)
             for t in (self.input, self.processed, self.errors)
         ]
+        new.append(
+            NewTopic(
+                self.replayed,
+                num_partitions=self.partitions,
+                replication_factor=1,
+                config={"cleanup.policy": "compact"},
+            )
+        )
         for fut in admin.create_topics(new, operation_timeout=30).values():
             fut.result(timeout=30)
 
