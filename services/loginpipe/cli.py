@@ -103,7 +103,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     from loginpipe.exceptions import ConfigError
     from loginpipe.kafka_io import check_kafka, read_ranges, window_reader
 
-    s = load(CommonSettings, os.environ)
+    s = load(ReplaySettings, os.environ)  # the Kafka settings, and the reader group
     setup_logging(s.log_level, "text")
     try:
         since, until, explicit = _window(args)
@@ -113,7 +113,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     partitions = check_kafka(s, [topic], s.startup_timeout_seconds)[topic]
     summary = ErrorSummary(samples_per_reason=args.samples)
     ranges = _ranges(s, topic, partitions, since, until, explicit)
-    consumer = window_reader(s)
+    consumer = window_reader(s, s.reader_group)
     try:
         total = sum(max(0, end - start) for start, end in ranges.values())
         show = _progress_line(total) if sys.stderr.isatty() and not args.quiet else None
@@ -188,7 +188,7 @@ def _window(
 
 
 def _ranges(
-    s: CommonSettings,
+    s: ReplaySettings,
     topic: str,
     partitions: int,
     since: int | None,
@@ -199,7 +199,7 @@ def _ranges(
     from loginpipe.exceptions import ConfigError
     from loginpipe.kafka_io import window_ranges, window_reader
 
-    consumer = window_reader(s)
+    consumer = window_reader(s, s.reader_group)
     try:
         if explicit is None:
             return window_ranges(consumer, topic, range(partitions), since, until, 10.0)

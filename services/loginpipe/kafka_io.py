@@ -498,9 +498,10 @@ def whole_topic(consumer: Consumer, topic: str, timeout: float) -> dict[int, Ran
     return out
 
 
-def window_reader(settings: CommonSettings) -> Consumer:
-    """A consumer for reading ranges by assignment: no group membership, no commits."""
-    conf = consumer_base_config(settings, group_id="loginpipe-errors")
+def window_reader(settings: CommonSettings, group_id: str) -> Consumer:
+    """A consumer for reading ranges by assignment: no group membership, no commits (its
+    ``group_id`` is only looked up: librdkafka asks for the group's coordinator)."""
+    conf = consumer_base_config(settings, group_id=group_id)
     conf.update({"enable.partition.eof": True, "statistics.interval.ms": 0})
     conf.pop("session.timeout.ms")
     conf.pop("heartbeat.interval.ms")

@@ -144,7 +144,7 @@ class Replayer:
             # open, so that the ledger read next is final.
             self.producer.init_transactions(max(s.startup_timeout_seconds, 10.0))
         self.done = self._read_ledger()
-        reader = window_reader(s)
+        reader = window_reader(s, s.reader_group)
         try:
             read_ranges(
                 reader, s.topic_errors, ranges, self._one, progress=progress, stop=self.stop
@@ -156,7 +156,7 @@ class Replayer:
 
     def _read_ledger(self) -> set[bytes]:
         """The error records that committed replays routed (the ledger, read_committed)."""
-        reader = window_reader(self.s)
+        reader = window_reader(self.s, self.s.reader_group)
         done: set[bytes] = set()
 
         def keep(key: bytes | None) -> None:

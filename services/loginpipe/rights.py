@@ -79,6 +79,9 @@ def kafka_acls(
     transactional_id: str = "",
     transactional_id_prefix: str = "",
     group_prefix: str = "",
+    replayed_topic: str = "",
+    replay_transactional_id: str = "",
+    reader_group: str = "loginpipe-reader",
 ) -> list[KafkaAcl]:
     """What ``role`` may do on Kafka, and nothing more (no topic creation, no cluster rights).
 
@@ -88,7 +91,10 @@ def kafka_acls(
       envelopes); use its transactional id (exact, or a prefix: one id per pod);
     - aggregator: read the processed topic in its group;
     - tester (the chart's `helm test`): write the input, read both outputs, in groups under
-      ``group_prefix``.
+      ``group_prefix``;
+    - replayer (``loginpipe replay``, and ``loginpipe errors``): read the errors topic, write
+      the processed topic, read and write the replay ledger, use its transactional id, and
+      describe the reader group (it reads by assignment and commits no offsets).
 
     Writing implies the idempotent producer's rights (KIP-679), reading a group implies
     describing it, and Write or Read on a topic implies Describe.
@@ -128,10 +134,23 @@ def kafka_acls(
             KafkaAcl(topic, errors_topic, "literal", ("Read", "Describe")),
             KafkaAcl("group", group_prefix, "prefix", ("Read",)),
         ]
+    if role == "replayer":
+        if not replayed_topic or not replay_transactional_id:
+            raise ValueError(
+                "the replayer's rights need the replay ledger and its transactional id"
+            )
+        return [
+            KafkaAcl(topic, errors_topic, "literal", ("Read", "Describe")),
+            KafkaAcl(topic, processed_topic, "literal", ("Write", "Describe")),
+            KafkaAcl(topic, replayed_topic, "literal", ("Read", "Write", "Describe")),
+            KafkaAcl("transactionalId", replay_transactional_id, "literal", ("Write", "Describe")),
+            # Only looked up (librdkafka asks for its coordinator): it commits nothing.
+            KafkaAcl("group", reader_group, "literal", ("Describe",)),
+        ]
     raise ValueError(f"unknown role {role!r}; known: {', '.join(KAFKA_ROLES)}")
 
 
-KAFKA_ROLES = ("generator", "consumer", "aggregator", "tester")
+KAFKA_ROLES = ("generator", "consumer", "aggregator", "tester", "replayer")
 # The chart's placeholders (files/kafka-acls.json): the release's topic and group names.
 CHART_NAMES = {
     "input_topic": "{input}",
@@ -139,6 +158,8 @@ CHART_NAMES = {
     "errors_topic": "{errors}",
     "transactional_id_prefix": "loginpipe-consumer-",  # the default id: one per pod
     "group_prefix": "helm-test-",  # charts/loginpipe/files/routing_test.py
+    "replayed_topic": "{replayed}",
+    "replay_transactional_id": "{replay_transactional_id}",
 }
 
 

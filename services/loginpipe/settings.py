@@ -397,6 +397,13 @@ class ReplaySettings(CommonSettings):
         "Transactional id of `loginpipe replay`: one per errors topic, shared by every run, so "
         "that a run fences one still running and aborts what a killed one left open.",
     )
+    reader_group: str = setting(
+        "READER_GROUP",
+        "loginpipe-reader",
+        "Consumer group id of `loginpipe errors` and `replay`. They read by assignment and commit "
+        "nothing, but librdkafka looks up the group's coordinator: their Kafka user needs "
+        "Describe on this group.",
+    )
     replay_batch_size: int = setting(
         "REPLAY_BATCH_SIZE",
         1000,

@@ -458,6 +458,8 @@ def test_with_scram_each_service_is_its_own_kafka_user_holding_only_its_acls() -
                 group=groups.get(role, ""),
                 transactional_id_prefix="loginpipe-consumer-",
                 group_prefix="helm-test-",
+                replayed_topic="user-login-replayed",
+                replay_transactional_id="loginpipe-replay",
             )
             for op in a.operations
         }
@@ -1097,3 +1099,44 @@ def test_the_dashboards_error_panel_points_at_the_errors_command() -> None:
     [panel] = [p for p in dashboard["panels"] if p["title"] == "Error share by reason"]
     assert "loginpipe errors" in panel["description"]
     assert "### Looking into the errors: `loginpipe errors`" in (ROOT / "README.md").read_text()
+
+
+# ---- the replay of error records -----------------------------------------------------------------
+
+
+def test_the_replay_is_a_suspended_cronjob_started_by_hand_with_its_options_as_values() -> None:
+    objs = render(
+        {
+            "replay": {"reasons": ["invalid_app_version", "invalid_ip"], "since": "2d"},
+            "kafka": {"strimzi": {"listener": {"authentication": "scram-sha-512"}}},
+        }
+    )
+    cron = by_kind(objs, "CronJob")["loginpipe-replay"]
+    assert cron["spec"]["suspend"] is True and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+    [c] = pod["spec"]["containers"]
+    assert c["args"] == [
+        "replay", "--json", "--quiet", "--reason=invalid_app_version", "--reason=invalid_ip",
+        "--since=2d",
+    ]  # fmt: skip
+    env = env_of(c)
+    assert env["LOGINPIPE_REPLAY_TRANSACTIONAL_ID"]["value"] == "loginpipe-replay"
+    assert env["LOGINPIPE_KAFKA_SASL_USERNAME"]["value"] == "loginpipe-replayer"
+    assert secret_file(pod["spec"], "LOGINPIPE_KAFKA_SASL_PASSWORD")["name"] == "loginpipe-replayer"
+    # A Kafka client for the NetworkPolicies, restricted like every pod.
+    assert pod["metadata"]["labels"]["loginpipe-kafka-client"] == "true"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    config = by_kind(objs, "ConfigMap")["loginpipe-config"]["data"]
+    assert config["LOGINPIPE_TOPIC_REPLAYED"] == "user-login-replayed"
+    ledger = by_kind(objs, "KafkaTopic")["user-login-replayed"]["spec"]
+    assert ledger["config"]["cleanup.policy"] == "compact"
+    assert "retention.ms" not in ledger["config"]
+
+
+def test_the_replays_reason_values_are_the_reason_codes() -> None:
+    from loginpipe.validation import Reason
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    enum = schema["properties"]["replay"]["properties"]["reasons"]["items"]["enum"]
+    assert sorted(enum) == sorted(r.value for r in Reason)
+    assert "/replay/reasons" in render_error({"replay": {"reasons": ["bogus"]}})

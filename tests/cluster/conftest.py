@@ -222,7 +222,9 @@ def local_values(namespace: str, **overrides: Any) -> dict[str, Any]:
             "input": {"name": f"user-login-{namespace}"},
             "processed": {"name": f"user-login-processed-{namespace}"},
             "errors": {"name": f"user-login-errors-{namespace}"},
+            "replayed": {"name": f"user-login-replayed-{namespace}"},
         },
+        "replay": {"transactionalId": f"loginpipe-replay-{namespace}"},
         "consumer": {"group": f"loginpipe-consumer-{namespace}"},
         "aggregator": {"group": f"loginpipe-aggregator-{namespace}"},
         # The NetworkPolicies (on by default) point the services at the broker's namespace.

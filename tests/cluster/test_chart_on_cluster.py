@@ -11,6 +11,7 @@ official 8.4 image.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import urllib.request
@@ -180,6 +181,7 @@ class Release:
                                 "value": self.topics["processed"],
                             },
                             {"name": "LOGINPIPE_TOPIC_ERRORS", "value": self.topics["errors"]},
+                            {"name": "LOGINPIPE_TOPIC_REPLAYED", "value": self.topics["replayed"]},
                             {"name": "LOGINPIPE_METRICS_PORT", "value": "0"},
                         ],
                         "securityContext": RESTRICTED_CONTAINER,
@@ -327,6 +329,20 @@ def test_the_chart_runs_restricted_serves_metrics_passes_helm_test_and_upgrades_
     )
     assert re.search(r"Phase:\s+Succeeded", out.stdout), out.stdout
     assert "POD LOGS: loginpipe-routing-test" in out.stdout, out.stdout
+
+    # A replay run started from its suspended CronJob, as the README says: it reads the errors
+    # (today's rules wrote them, so none is valid now) and routes none.
+    ns_args = ("-n", rel.namespace)
+    cluster.kubectl(*ns_args, "create", "job", f"--from=cronjob/{rel.name}-replay", "replay-1")
+    cluster.kubectl(
+        *ns_args, "wait", "--for=condition=Complete", "job/replay-1", "--timeout=180s", timeout=200
+    )
+    log = cluster.kubectl(*ns_args, "logs", "job/replay-1").stdout
+    [line] = [x for x in log.splitlines() if x.startswith("{") and '"replayed"' in x]
+    report = json.loads(line)
+    assert report["read"] > 0 and report["replayed"] == 0, report
+    assert report["still_invalid"] + report["not_replayable"] == report["read"], report
+    cluster.kubectl(*ns_args, "delete", "job", "replay-1", "--cascade=foreground", "--wait")
 
     # helm upgrade keeps Redis' data and password; Redis restarted on purpose keeps them too.
     before_counts, before_password = rel.counts(), rel.redis_password()

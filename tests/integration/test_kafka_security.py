@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
@@ -28,7 +29,7 @@ from tests.integration.test_pipeline import assert_exactly_once, generate_args, 
 
 pytestmark = pytest.mark.integration
 
-ROLES = ("generator", "consumer", "aggregator")
+ROLES = ("generator", "consumer", "aggregator", "replayer")
 
 
 class Secured:
@@ -62,6 +63,8 @@ class Secured:
                 errors_topic=pl.errors,
                 group=pl.aggregator_group if role == "aggregator" else pl.consumer_group,
                 transactional_id=pl.env["LOGINPIPE_CONSUMER_TRANSACTIONAL_ID"],
+                replayed_topic=pl.replayed,
+                replay_transactional_id=pl.env["LOGINPIPE_REPLAY_TRANSACTIONAL_ID"],
             )
             for fut in self.admin.create_acls(acl_bindings(f"User:{name}", acls)).values():
                 fut.result(timeout=30)
@@ -130,6 +133,8 @@ def test_each_service_is_refused_what_it_does_not_need(secured: Secured) -> None
         ("aggregator", pl.processed),
         ("aggregator", pl.errors),
         ("generator", pl.processed),
+        ("replayer", pl.input),
+        ("replayer", pl.errors),
     ):
         err = _produce_error(secured.client(role), topic)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (
@@ -169,6 +174,25 @@ def test_each_service_is_refused_what_it_does_not_need(secured: Secured) -> None
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
             KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         )
+
+
+def test_the_replay_runs_as_its_own_user_and_the_errors_command_with_read_rights(
+    secured: Secured,
+) -> None:
+    pl = secured.pl
+    pl.service("consumer", "consume", **secured.env("consumer")).start()
+    gen = pl.run_cli(*generate_args(count=2_000), **secured.env("generator"))
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    errors = len(pl.read_all(pl.errors, expected=1))
+    assert errors > 0
+    out = pl.run_cli("replay", "--json", **secured.env("replayer"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = orjson.loads(out.stdout)
+    # Today's rules wrote these errors: none is valid now, each is read and left in place.
+    assert report["replayed"] == 0 and report["still_invalid"] + report["not_replayable"] > 0
+    summary = pl.run_cli("errors", "--json", **secured.env("replayer"))  # it may read errors
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert orjson.loads(summary.stdout)["records"] >= report["still_invalid"]
 
 
 def test_a_wrong_password_or_an_untrusted_certificate_exits_2_naming_the_setting(

@@ -204,7 +204,7 @@ loginpipe.rights by `make chart-acl`) with the release's topic and group names.
 {{- define "loginpipe.kafka.acls" -}}
 {{- $v := .ctx.Values -}}
 {{- $acls := .ctx.Files.Get "files/kafka-acls.json" | fromJson -}}
-{{- $names := dict "{input}" $v.topics.input.name "{processed}" $v.topics.processed.name "{errors}" $v.topics.errors.name "{consumer_group}" $v.consumer.group "{aggregator_group}" $v.aggregator.group -}}
+{{- $names := dict "{input}" $v.topics.input.name "{processed}" $v.topics.processed.name "{errors}" $v.topics.errors.name "{consumer_group}" $v.consumer.group "{aggregator_group}" $v.aggregator.group "{replayed}" $v.topics.replayed.name "{replay_transactional_id}" (include "loginpipe.replay.transactionalId" .ctx) -}}
 {{- $out := list -}}
 {{- range (index $acls .role) -}}
 {{- $name := .resource.name -}}
@@ -666,4 +666,9 @@ Combinations the schema cannot express. Each message says which values to change
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES ERROR (loginpipe):\n  - %s\n" (join "\n  - " $msgs)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The replay's transactional id: one per errors topic, shared by every run. */}}
+{{- define "loginpipe.replay.transactionalId" -}}
+{{- .Values.replay.transactionalId | default (printf "%s-replay" (include "loginpipe.fullname" .)) -}}
 {{- end -}}
