@@ -8,6 +8,8 @@
 #   hack/local-cluster/build.sh images     the container images: a Debian base standing in for
 #                                          python:3.11-slim-bookworm, loginpipe from this
 #                                          repository's Dockerfile, Redis, Kafka, CoreDNS, pause
+#   hack/local-cluster/build.sh images-early  only the images that need no Go binary (base,
+#                                          loginpipe, Redis, Kafka)
 #   hack/local-cluster/build.sh all        both (what `make cluster-up` runs)
 #   hack/local-cluster/build.sh path       print the folder of the binaries
 #
@@ -109,14 +111,10 @@ build_etcd() {
 }
 
 build_coredns() {
-  local out="$BIN_DIR/coredns-v$LOCAL_COREDNS_VERSION"
-  if [[ -f "$out/.built" ]]; then return 0; fi
-  say "building CoreDNS v$LOCAL_COREDNS_VERSION ..."
-  mkdir -p "$out"
-  CGO_ENABLED=0 GOBIN="$out" GOFLAGS=-modcacherw go install -trimpath -ldflags "-s -w" \
-    "github.com/coredns/coredns@v$LOCAL_COREDNS_VERSION"
-  "$out/coredns" -version | grep -q "CoreDNS-$LOCAL_COREDNS_VERSION" || die "coredns reports the wrong version"
-  touch "$out/.built"
+  # The module's main package is its root; a patch of ours trims the compiled-in plugins
+  # (patches/coredns-v*.patch says which and why).
+  build_module_cmds coredns github.com/coredns/coredns "$LOCAL_COREDNS_VERSION" "" .
+  "$COREDNS_BIN" -version | grep -q "CoreDNS-$LOCAL_COREDNS_VERSION" || die "coredns reports the wrong version"
 }
 
 # Commands of a Go module whose go.mod has replace directives (`go install` refuses those): the
@@ -136,7 +134,10 @@ build_module_cmds() { # NAME MODULE VERSION LDFLAGS CMD-DIR...
   [[ -z "${GO_BUILD_TAGS:-}" ]] || stamp+=" tags=$GO_BUILD_TAGS"
   if [[ -f "$out/.built" && "$(cat "$out/.built")" == "$stamp" ]]; then return 0; fi
   rm -rf "$out"
-  say "building $name v$version ($*) from the Go module proxy${stamp:+, with ${#patches[@]} patch(es)} ..."
+  local extras=""
+  ((${#patches[@]} == 0)) || extras+=", with ${#patches[@]} patch(es) of ours"
+  [[ -z "${GO_BUILD_TAGS:-}" ]] || extras+=", tags $GO_BUILD_TAGS"
+  say "building $name v$version ($*) from the Go module proxy$extras ..."
   work="$BUILD_DIR/$name-v$version"
   dir="$(cd "$BUILD_DIR" && go mod download -json "$module@v$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
   [[ -d "$dir" ]] || die "go mod download $module@v$version failed"
@@ -157,7 +158,11 @@ build_module_cmds() { # NAME MODULE VERSION LDFLAGS CMD-DIR...
   for c in "$@"; do pkgs+=("./$c"); done
   (cd "$work" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -trimpath -tags "${GO_BUILD_TAGS:-}" \
     -ldflags "-s -w $ldflags" -o "$out/" "${pkgs[@]}")
-  for c in "$@"; do [[ -x "$out/$(basename "$c")" ]] || die "$name: $c was not built"; done
+  # (the module's root package is built under the module's last path element, NAME here)
+  for c in "$@"; do
+    [[ "$c" == "." ]] && c="$name"
+    [[ -f "$out/$(basename "$c")" && -x "$out/$(basename "$c")" ]] || die "$name: $c was not built"
+  done
   rm -rf "$work"
   echo "$stamp" >"$out/.built"
 }
@@ -229,6 +234,7 @@ cmd_binaries() {
 case "${1:-}" in
   binaries) cmd_binaries ;;
   images) cmd_images ;;
+  images-early) cmd_images_early ;;
   all)
     # (not `cmd_binaries && cmd_images`: set -e does not apply left of &&)
     cmd_binaries
@@ -236,7 +242,7 @@ case "${1:-}" in
     ;;
   path) echo "$BIN_DIR" ;;
   *)
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -266,17 +266,23 @@ build_pause_image() {
   binary_image pause "$PAUSE_IMAGE" "$out" /pause "$key" --user 65535:65535
 }
 
-cmd_images() {
+# The images made without the Go binaries (Debian, Python, Kafka's jars): a cold run builds them
+# while the binaries compile (.ci/run).
+cmd_images_early() {
   need_root
   ensure_packages buildah debootstrap gcc libc6-dev
-  [[ -x "$COREDNS_BIN" ]] || die "CoreDNS is not built yet: hack/local-cluster/build.sh binaries"
   mkdir -p "$IMAGE_DIR"
-  build_pause_image
-  build_coredns_image
   build_base_image
   build_app_image
   build_redis_image
   build_kafka_image
+}
+
+cmd_images() {
+  cmd_images_early
+  [[ -x "$COREDNS_BIN" ]] || die "CoreDNS is not built yet: hack/local-cluster/build.sh binaries"
+  build_pause_image
+  build_coredns_image
   build_monitoring_and_autoscaling_images
   build_network_policies_image
   say "images ready under $IMAGE_DIR (buildah storage: $(storage_driver))"
