@@ -939,6 +939,9 @@ def test_notes_select_strimzis_pods_by_strimzis_own_label(tmp_path: Path) -> Non
     notes = render_notes(tmp_path)
     assert "-l strimzi.io/cluster=loginpipe" in notes
     assert "-l app.kubernetes.io/instance=loginpipe" in notes  # the chart's own pods
+    assert "loginpipe errors --since 1h" in notes
+    assert "create job --from=cronjob/loginpipe-replay" in notes
+    assert "loginpipe-kafka-client=true" in notes  # NetworkPolicies: how a one-off pod gets out
 
 
 def test_topics_keep_their_own_min_insync_replicas_whatever_the_broker_count() -> None:
