@@ -354,6 +354,15 @@ def cmd_redis_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `errors` and `replay` share: which error records, and how to report."""
+    p.add_argument("--since", help="from this time: a duration ago (30m, 1h, 2d), epoch ms or ISO")
+    p.add_argument("--until", help="up to this time (same forms); default: now")
+    p.add_argument("--offsets", help="instead: PARTITION:START-END,... (END exclusive or open)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loginpipe",
@@ -392,13 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         "frequent offending values of each field, and a few samples with their source "
         "coordinates and original bytes. Without a window, the whole topic as it is now.",
     )
-    e.add_argument("--since", help="from this time: a duration ago (30m, 1h, 2d), epoch ms or ISO")
-    e.add_argument("--until", help="up to this time (same forms); default: now")
-    e.add_argument("--offsets", help="instead: PARTITION:START-END,... (END exclusive or open)")
+    _window_arguments(e)
     e.add_argument("--top", type=int, default=10, help="values listed per field (default 10)")
     e.add_argument("--samples", type=int, default=3, help="samples kept per reason (default 3)")
-    e.add_argument("--json", action="store_true", help="print JSON")
-    e.add_argument("--quiet", action="store_true", help="no progress line")
     e.set_defaults(fn=cmd_errors)
 
     rp = sub.add_parser(
@@ -411,14 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing twice. Records still invalid stay in the errors topic.",
     )
     rp.add_argument("--reason", action="append", help="only records of this reason (repeatable)")
-    rp.add_argument("--since", help="error records written from this time (as for `errors`)")
-    rp.add_argument("--until", help="... up to this time; default: now")
-    rp.add_argument("--offsets", help="instead: PARTITION:START-END,... of the errors topic")
+    _window_arguments(rp)
     rp.add_argument(
         "--dry-run", action="store_true", help="count what would be routed; route nothing"
     )
-    rp.add_argument("--json", action="store_true", help="print JSON")
-    rp.add_argument("--quiet", action="store_true", help="no progress line")
     rp.set_defaults(fn=cmd_replay)
 
     t = sub.add_parser("topics", help="create the topics (and the replay ledger) if missing")

@@ -43,17 +43,13 @@ from loginpipe.kafka_io import (
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import ConsumerSettings
-from loginpipe.validation import DEVICE_TYPES, Invalid, Valid, validate
+from loginpipe.validation import Invalid, Valid, validate
 
 log = logging.getLogger(__name__)
 
 # The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
 # are all cut away still needs about 1 KiB, plus the record's own overhead.
 MIN_ERROR_RECORD_BYTES = 4096
-# One header list per device type, built once and shared by every produced record.
-_DEVICE_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
-    d: [(envelope.HEADER_DEVICE_TYPE, d.encode())] for d in DEVICE_TYPES
-}
 
 
 class Fenced(ConfigError):
@@ -283,7 +279,7 @@ class Router:
         nxt: dict[int, int],
     ) -> int:
         produce = producer.produce
-        device_headers = _DEVICE_HEADERS
+        device_headers = envelope.DEVICE_HEADERS
         n = 0
         for m in msgs:
             err = m.error()

@@ -8,11 +8,16 @@ from typing import Any
 
 import orjson
 
-from loginpipe.validation import Invalid
+from loginpipe.validation import DEVICE_TYPES, Invalid
 
 SCHEMA_VERSION = 1
 HEADER_REASON = "loginpipe-reason"
 HEADER_DEVICE_TYPE = "loginpipe-device-type"
+# The header list of a processed record, one per device type, built once and shared by every
+# record the consumer (and a replay) produces.
+DEVICE_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
+    d: [(HEADER_DEVICE_TYPE, d.encode())] for d in DEVICE_TYPES
+}
 
 
 ORIGINAL_LIMIT = 64 * 1024  # whole originals up to this size (MAX_EVENT_BYTES)

@@ -37,8 +37,6 @@ from loginpipe.validation import Valid, validate
 
 log = logging.getLogger(__name__)
 
-_DEVICE_HEADER = envelope.HEADER_DEVICE_TYPE
-
 
 def ledger_key(errors_topic: str, partition: int, offset: int) -> bytes:
     return f"{errors_topic}:{partition}:{offset}".encode()
@@ -196,7 +194,7 @@ class Replayer:
         if self.in_txn == 0:
             producer.begin_transaction()
             self.txn_started = time.monotonic()
-        headers: list[tuple[str, str | bytes | None]] = [(_DEVICE_HEADER, d.device.encode())]
+        headers = envelope.DEVICE_HEADERS[d.device]  # as the consumer writes them
         marker = orjson.dumps({"routed_at_ms": int(time.time() * 1000)})
         while True:
             try:
