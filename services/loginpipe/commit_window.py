@@ -55,6 +55,40 @@ _SLOW_COMMIT = 0.1
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 
 
+class CommitPacer:
+    """How long a window stays open: the configured interval while commits are quick or the
+    consumer keeps up, longer while commits are slow and it is behind, never above the bound.
+
+    A commit stalls the loop (no record is routed while the transaction calls or the flush
+    run), so at a fixed interval a slow commit (a loaded broker: send_offsets alone takes
+    100-500 ms then) costs throughput in proportion. While the consumer is behind (its
+    window took a full batch: a backlog waits), the pacer keeps the commits' share of each
+    cycle near ``stall_share``: the next interval is the commit's smoothed time times
+    (1 - share) / share, clamped to [interval, bound]. While it keeps up, a stall costs no
+    throughput, only latency, so the interval stays as configured. The bound is the latency
+    a user accepts under load.
+    """
+
+    def __init__(
+        self, interval: float, bound: float, stall_share: float = 0.1, smoothing: float = 0.5
+    ) -> None:
+        if not 0 < interval <= bound:
+            raise ValueError(f"need 0 < interval <= bound, got {interval} and {bound}")
+        self.base = interval
+        self.bound = bound
+        self.factor = (1.0 - stall_share) / stall_share
+        self.smoothing = smoothing
+        self.commit_seconds = 0.0  # smoothed time of one commit
+        self.interval = interval
+
+    def committed(self, seconds: float, behind: bool = True) -> float:
+        """Note how long a commit took and whether a backlog waits; the next interval."""
+        self.commit_seconds += self.smoothing * (seconds - self.commit_seconds)
+        grown = self.commit_seconds * self.factor if behind else self.base
+        self.interval = min(self.bound, max(self.base, grown))
+        return self.interval
+
+
 class CommitWindow:
     """The open window's state, the rewind, and the retry policy both delivery modes share."""
 
@@ -69,6 +103,7 @@ class CommitWindow:
         health: Health,
         stopper: Stopper,
         failure_budget_seconds: float,
+        pacer: CommitPacer | None = None,
         producer_factory: ProducerFactory = Producer,
         positions_reset: Callable[[list[TopicPartition]], None] = lambda _: None,
     ) -> None:
@@ -84,6 +119,8 @@ class CommitWindow:
         self.health = health
         self.stopper = stopper
         self.streak = FailureStreak(failure_budget_seconds)
+        self.pacer = pacer or CommitPacer(0.1, 0.1)
+        metrics.commit_interval.set(self.pacer.interval)
         self.is_open = False
         self.opened_at = 0.0
         # Per input partition: the next offset to commit (the hot path writes it).
@@ -91,7 +128,9 @@ class CommitWindow:
         # Partitions read from since the window opened (a failed batch included): what an
         # abort must rewind.
         self.partitions: set[int] = set()
+        self.seconds = metrics.consumer_seconds.labels  # time per phase, by phase name
         self.valid: Counter[str] = Counter()  # routed valid events per device type
+        self.behind = False  # the window took a full batch: a backlog waits (see CommitPacer)
         self.invalid: Counter[str] = Counter()  # routed invalid events per reason
         self.producer: Producer = self._new_producer()
 
@@ -153,6 +192,26 @@ class CommitWindow:
         self.next_offsets.clear()
         self.valid.clear()
         self.invalid.clear()
+        self.behind = False
+
+    @property
+    def interval(self) -> float:
+        """How long the window stays open (seconds)."""
+        return self.pacer.interval
+
+    def _paced(self, commit_seconds: float) -> None:
+        before = self.pacer.interval
+        after = self.pacer.committed(commit_seconds, self.behind)
+        if after != before:
+            self.metrics.commit_interval.set(after)
+            if after >= self.pacer.bound > before:
+                log.info(
+                    "commits are slow: the commit interval is at its bound",
+                    extra={
+                        "commit_seconds": round(self.pacer.commit_seconds, 3),
+                        "interval": after,
+                    },
+                )
 
     def _succeeded(self) -> None:
         m = self.metrics
@@ -283,7 +342,9 @@ class TransactionalWindow(CommitWindow):
             ) from None
 
     def open(self) -> None:
+        t0 = time.perf_counter()
         self.producer.begin_transaction()
+        self.seconds("begin").inc(time.perf_counter() - t0)
         super().open()
 
     def commit(self) -> None:
@@ -307,6 +368,9 @@ class TransactionalWindow(CommitWindow):
                 raise
             self.failed(err, "committing")
             return
+        self.seconds("send_offsets").inc(t1 - t0)
+        self.seconds("commit").inc(t2 - t1)
+        self._paced(t2 - t0)
         if t2 - t0 > _SLOW_COMMIT:
             log.warning(
                 "slow commit",
@@ -434,6 +498,9 @@ class AckedWindow(CommitWindow):
         if offsets:
             consumer.commit(offsets=offsets, asynchronous=False)
         t2 = time.perf_counter()
+        self.seconds("flush").inc(t1 - t0)
+        self.seconds("commit").inc(t2 - t1)
+        self._paced(t2 - t0)
         if t2 - t0 > _SLOW_COMMIT:
             log.warning(
                 "slow commit", extra={"flush": round(t1 - t0, 3), "commit": round(t2 - t1, 3)}

@@ -27,7 +27,12 @@ from confluent_kafka import (
 )
 
 from loginpipe import envelope
-from loginpipe.commit_window import AckedWindow, CommitWindow, TransactionalWindow
+from loginpipe.commit_window import (
+    AckedWindow,
+    CommitPacer,
+    CommitWindow,
+    TransactionalWindow,
+)
 from loginpipe.exceptions import ConfigError, ProducerHung
 from loginpipe.kafka_io import (
     CallStuck,
@@ -46,6 +51,9 @@ from loginpipe.settings import ConsumerSettings
 from loginpipe.validation import Invalid, Valid, validate
 
 log = logging.getLogger(__name__)
+
+# One output record: topic, value, key, headers.
+Record = tuple[str, bytes, bytes | None, Any]
 
 # The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
 # are all cut away still needs about 1 KiB, plus the record's own overhead.
@@ -76,6 +84,10 @@ class Router:
         self.claim: TransactionalIdClaim | None = None
         self.max_record_bytes = envelope.DEFAULT_MAX_RECORD_BYTES
         self.rebalances = Rebalances()  # what the rebalance callbacks did (see kafka_io.take)
+        seconds = metrics.consumer_seconds
+        self._seconds_consume = seconds.labels("consume")
+        self._seconds_validate = seconds.labels("validate")
+        self._seconds_produce = seconds.labels("produce")
 
     # ---- set-up -----------------------------------------------------------------------
     def _make_clients(self) -> CommitWindow:
@@ -96,6 +108,7 @@ class Router:
             "health": self.health,
             "stopper": self.stopper,
             "failure_budget_seconds": s.failure_budget_seconds,
+            "pacer": CommitPacer(s.commit_interval_ms / 1000.0, s.max_commit_interval_ms / 1000.0),
             "positions_reset": self.rebalances.revoked,
         }
         if self.exactly_once:
@@ -210,15 +223,17 @@ class Router:
     def _loop(self, window: CommitWindow) -> None:
         consumer = self.consumer
         assert consumer is not None
-        interval = self.s.commit_interval_ms / 1000.0
         batch_size = self.s.batch_size
         while not self.stopper.stopping:
             try:
+                interval = window.interval  # paced: longer while commits are slow
                 if window.is_open:
                     wait = max(0.0, min(0.5, window.opened_at + interval - time.monotonic()))
                 else:
                     wait = 0.5
+                t0 = time.perf_counter()
                 msgs = take(consumer, batch_size, wait, self.rebalances)
+                self._seconds_consume.inc(time.perf_counter() - t0)
                 self.health.beat()
                 if self.stopper.stopping:
                     # Asked to stop meanwhile (a rebalance inside take() may even have aborted
@@ -243,19 +258,13 @@ class Router:
         window.partitions.update(m.partition() for m in msgs)  # type: ignore[misc]
         if not window.is_open:
             window.open()
+        if len(msgs) >= self.s.batch_size:
+            window.behind = True  # a full batch: more is waiting (the commit pacer's signal)
         producer = window.producer
-        s = self.s
-        n = 0
+        records = self._validate(msgs, window.valid, window.invalid, window.next_offsets)
+        validated = time.perf_counter()
         try:
-            n = self._route(
-                msgs,
-                producer,
-                s.topic_processed,
-                s.topic_errors,
-                s.topic_input,
-                window.valid,
-                window.next_offsets,
-            )
+            self._produce_all(producer, records)
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if not window.produce_failure_aborts(err):
@@ -263,24 +272,32 @@ class Router:
             window.failed(err, "producing")
             return
         producer.poll(0)
+        done = time.perf_counter()
+        self._seconds_validate.inc(validated - started)
+        self._seconds_produce.inc(done - validated)
+        n = len(records)
         if n:
-            self.metrics.messages_consumed.labels(s.topic_input).inc(n)
+            self.metrics.messages_consumed.labels(self.s.topic_input).inc(n)
             self.metrics.batch_size.observe(n)
-            self.metrics.batch_duration.observe(time.perf_counter() - started)
+            self.metrics.batch_duration.observe(done - started)
 
-    def _route(
+    def _validate(
         self,
         msgs: list[Message],
-        producer: Producer,
-        processed: str,
-        errors: str,
-        source_topic: str,
         valid_counts: Counter[str],
+        invalid_counts: Counter[str],
         nxt: dict[int, int],
-    ) -> int:
-        produce = producer.produce
+    ) -> list[Record]:
+        """Each message's output record (topic, value, key, headers), in input order.
+
+        The pure part of the hot path: parse, validate, normalise or wrap in the error
+        envelope, and note each partition's next offset. Nothing is produced yet.
+        """
+        s = self.s
+        processed, errors, source_topic = s.topic_processed, s.topic_errors, s.topic_input
         device_headers = envelope.DEVICE_HEADERS
-        n = 0
+        out: list[Record] = []
+        append = out.append
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -291,33 +308,26 @@ class Router:
             # Set on every message without an error.
             partition: int = m.partition()  # type: ignore[assignment]
             offset: int = m.offset()  # type: ignore[assignment]
-            value = m.value()
-            result = validate(value)
+            result = validate(m.value())
             if isinstance(result, Valid):
                 device = result.device_type
-                try:
-                    produce(processed, result.value, m.key(), headers=device_headers[device])
-                except BufferError:
-                    self._produce_blocking(
-                        producer, processed, m.key(), result.value, device_headers[device]
-                    )
+                append((processed, result.value, m.key(), device_headers[device]))
                 valid_counts[device] += 1
             else:
-                self._route_invalid(producer, m, result, source_topic, partition, offset, errors)
+                append(self._error_record(m, result, source_topic, partition, offset, errors))
+                invalid_counts[result.reason.value] += 1
             nxt[partition] = offset + 1
-            n += 1
-        return n
+        return out
 
-    def _route_invalid(
+    def _error_record(
         self,
-        producer: Producer,
         m: Message,
         result: Invalid,
         topic: str,
         partition: int,
         offset: int,
         errors_topic: str,
-    ) -> None:
+    ) -> Record:
         ts_type, ts = m.timestamp()
         key = m.key()
         body = envelope.build(
@@ -331,15 +341,16 @@ class Router:
             detected_at_ms=int(time.time() * 1000),
             max_record_bytes=self.max_record_bytes,
         )
-        self._produce_blocking(
-            producer,
-            errors_topic,
-            envelope.record_key(key),
-            body,
-            [(envelope.HEADER_REASON, result.reason.value)],
-        )
-        assert self.window is not None
-        self.window.invalid[result.reason.value] += 1
+        headers = [(envelope.HEADER_REASON, result.reason.value)]
+        return (errors_topic, body, envelope.record_key(key), headers)
+
+    def _produce_all(self, producer: Producer, records: list[Record]) -> None:
+        produce = producer.produce
+        for topic, value, key, headers in records:
+            try:
+                produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._produce_blocking(producer, topic, key, value, headers)
 
     def _produce_blocking(
         self, producer: Producer, topic: str, key: bytes | None, value: bytes, headers: list[Any]

@@ -79,6 +79,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.consumer_seconds = Counter(
+            "loginpipe_consumer_seconds_total",
+            "Wall time of the consumer's main loop by phase: consume (waiting for and taking "
+            "messages), validate (parse, validate, serialise), produce (handing records to the "
+            "producer), begin, send_offsets and commit (exactly-once: the transaction calls), "
+            "flush and commit (at-least-once: delivery, then the offset commit).",
+            ["phase"],
+            registry=r,
+        )
+        self.commit_interval = Gauge(
+            "loginpipe_consumer_commit_interval_seconds",
+            "The commit interval in use: it grows while commits are slow, up to "
+            "LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS.",
+            registry=r,
+        )
         self.transactions = Counter(
             "loginpipe_transactions_total",
             "Kafka transactions (or at-least-once offset commits) by result.",

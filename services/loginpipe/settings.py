@@ -311,7 +311,16 @@ class ConsumerSettings(CommonSettings):
     commit_interval_ms: int = setting(
         "CONSUMER_COMMIT_INTERVAL_MS",
         100,
-        "Longest time a transaction (or an offset commit) stays open; bounds end-to-end latency.",
+        "Time a transaction (or an offset commit) stays open while commits are quick; with "
+        "the commit's own time it sets the end-to-end latency.",
+        minimum=1,
+    )
+    max_commit_interval_ms: int = setting(
+        "CONSUMER_MAX_COMMIT_INTERVAL_MS",
+        1000,
+        "Longest the commit interval may grow to while commits are slow (a loaded broker) and "
+        "a backlog waits, so that commits stall the loop about a tenth of the time; the "
+        "latency bound under load. Equal to the commit interval: never grows.",
         minimum=1,
     )
     failure_budget_seconds: float = setting(
@@ -332,6 +341,23 @@ class ConsumerSettings(CommonSettings):
 
     def validate(self) -> None:
         super().validate()
+        if self.max_commit_interval_ms < self.commit_interval_ms:
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is "
+                f"below LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms}: the "
+                "interval grows from the second up to the first; set the maximum at least as "
+                "high (equal: a fixed interval)"
+            )
+        if (
+            self.delivery == "exactly_once"
+            and self.max_commit_interval_ms >= self.transaction_timeout_ms
+        ):
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is not "
+                f"below LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: "
+                "the broker would abort a transaction kept open that long; set the maximum well "
+                "below the transaction timeout (defaults: 1000 and 60000)"
+            )
         if (
             self.delivery == "exactly_once"
             and self.commit_interval_ms >= self.transaction_timeout_ms

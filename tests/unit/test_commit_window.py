@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from loginpipe.commit_window import AckedWindow, CommitWindow, TransactionalWindow
+from loginpipe import commit_window
+from loginpipe.commit_window import (
+    AckedWindow,
+    CommitPacer,
+    CommitWindow,
+    TransactionalWindow,
+)
 from loginpipe.exceptions import ConfigError, RepeatingFailure
 from loginpipe.metrics import Metrics
 from loginpipe.retry import FailureStreak
@@ -116,6 +122,7 @@ def make(
     kind: type[CommitWindow] = TransactionalWindow,
     assigned: tuple[int, ...] = (0, 1, 2),
     committed: dict[int, int] | None = None,
+    pacer: CommitPacer | None = None,
 ) -> tuple[Any, list[FakeProducer], FakeConsumer]:
     producers: list[FakeProducer] = []
 
@@ -143,6 +150,7 @@ def make(
         health=Health(metrics),
         stopper=NoWaitStopper(),
         failure_budget_seconds=120,
+        pacer=pacer,
         positions_reset=lambda tps: consumer.reset_told.extend(tp.partition for tp in tps),  # type: ignore[attr-defined]
         **extra,
     )
@@ -337,3 +345,81 @@ class _Msg:
 
     def topic(self) -> str:
         return self._topic
+
+
+def test_quick_commits_keep_the_configured_interval() -> None:
+    pacer = CommitPacer(0.1, 1.0)
+    for _ in range(20):
+        assert pacer.committed(0.008) == 0.1
+
+
+def test_slow_commits_grow_the_interval_to_its_bound_and_quick_ones_bring_it_back() -> None:
+    pacer = CommitPacer(0.1, 1.0)
+    grown = [pacer.committed(0.05) for _ in range(10)]
+    # Commits of 50 ms stall the loop a tenth of the time at intervals of 450 ms.
+    assert grown[0] < grown[-1] and grown[-1] == pytest.approx(0.45, rel=0.01)
+    assert grown == sorted(grown)
+    assert [pacer.committed(0.4) for _ in range(5)][-1] == 1.0  # never above the bound
+    back = [pacer.committed(0.005) for _ in range(12)]
+    assert back[-1] == 0.1 and back[0] > back[-1]
+
+
+def test_a_consumer_that_keeps_up_keeps_the_configured_interval_however_slow_commits_are() -> None:
+    pacer = CommitPacer(0.1, 1.0)
+    assert [pacer.committed(0.3, behind=False) for _ in range(5)] == [0.1] * 5
+    # Behind again (a backlog): the slowness seen meanwhile counts at once.
+    assert pacer.committed(0.3, behind=True) == 1.0
+
+
+def test_a_fixed_interval_never_grows_and_a_bound_below_it_is_refused() -> None:
+    pacer = CommitPacer(0.1, 0.1)
+    assert pacer.committed(5.0) == 0.1
+    with pytest.raises(ValueError, match="interval <= bound"):
+        CommitPacer(0.2, 0.1)
+
+
+class FakeTime:
+    """The window's clock: a slow broker is a commit that moves it on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("kind", [TransactionalWindow, AckedWindow])
+def test_a_slow_commit_lengthens_the_next_window_and_the_interval_is_exported(
+    kind: type[CommitWindow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(commit_window, "time", clock)
+    w, (p,), _c = make(kind, pacer=CommitPacer(0.1, 2.0))
+    slow = "commit_transaction" if kind is TransactionalWindow else "flush"
+    original = getattr(p, slow)
+
+    def takes_300ms(*args: Any) -> Any:
+        clock.now += 0.3
+        return original(*args)
+
+    setattr(p, slow, takes_300ms)
+    assert w.interval == 0.1
+    assert sample(w, "loginpipe_consumer_commit_interval_seconds") == 0.1
+    route(w, (0, 10))
+    w.behind = True  # the hot path saw a full batch
+    w.commit()
+    # Smoothed: half of the 300 ms commit, nine times over (a commit a tenth of the cycle).
+    assert w.interval == pytest.approx(1.35)
+    assert sample(w, "loginpipe_consumer_commit_interval_seconds") == w.interval
+    spent = "commit" if kind is TransactionalWindow else "flush"
+    assert sample(w, "loginpipe_consumer_seconds_total", phase=spent) == pytest.approx(0.3)
+    # The same slow commit of a window with no backlog: back to the configured interval.
+    route(w, (0, 11))
+    w.commit()
+    assert w.interval == 0.1 and not w.behind

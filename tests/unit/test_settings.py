@@ -180,7 +180,27 @@ def test_a_commit_interval_not_below_the_transaction_timeout_fails() -> None:
     with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS"):
         load(ConsumerSettings, env)
     # At-least-once has no transactions: the pair does not matter there.
-    load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+    load(
+        ConsumerSettings,
+        {
+            **env,
+            "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once",
+            "LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS": "60000",
+        },
+    )
+
+
+def test_a_commit_interval_bound_below_the_interval_or_past_the_timeout_fails() -> None:
+    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS=50 is below"):
+        load(ConsumerSettings, {"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS": "50"})
+    env = {
+        "LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS": "20000",
+        "LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS": "10000",
+    }
+    with pytest.raises(ConfigError, match="is not below LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT"):
+        load(ConsumerSettings, env)
+    s = load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+    assert (s.commit_interval_ms, s.max_commit_interval_ms) == (100, 20000)
 
 
 def test_a_secret_can_come_from_a_file_and_never_from_both(tmp_path) -> None:
