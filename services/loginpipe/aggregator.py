@@ -70,6 +70,10 @@ _REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Clust
 _T = TypeVar("_T")
 
 
+# How often the aggregator commits its offsets to Kafka while busy (for monitoring only).
+MONITORING_COMMIT_SECONDS = 1.0
+
+
 class _Stopping(Exception):
     """Asked to stop while waiting for Redis."""
 
@@ -150,6 +154,10 @@ class Aggregator:
         # Per assigned partition, the position this aggregator last read or wrote in Redis.
         self.positions: dict[int, str] = {}
         self.rebalances = Rebalances()  # what the rebalance callbacks did (see kafka_io.take)
+        # Offsets applied to Redis, not yet committed to Kafka (for monitoring only, see
+        # _commit_for_monitoring), and when they last were.
+        self.uncommitted: dict[int, int] = {}
+        self.last_commit = 0.0
 
     def run(self) -> None:
         s = self.s
@@ -174,10 +182,12 @@ class Aggregator:
                 self.health.beat()
                 if msgs:
                     self._apply_batch(msgs)
+                self._commit_for_monitoring(idle=not msgs)
                 self._maybe_log()
         finally:
             self.health.set_ready(False, "stopping")
             try:
+                self._commit_for_monitoring(final=True)
                 self.consumer.close()
             except Exception as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
@@ -198,14 +208,13 @@ class Aggregator:
         if result is None:  # stopping while Redis is away: nothing applied, no offset moves
             return
         outcomes, flat = result
-        committed: list[TopicPartition] = []
         for (p, pb), outcome in zip(plan.items(), outcomes, strict=True):
             stored = outcome.decode()
             if stored == "ok" or stored == str(pb.next):  # applied (now, or by a lost reply)
                 for d, c in pb.counts.items():
                     self.metrics.events_counted.labels(d).inc(c)
                 self.positions[p] = str(pb.next)
-                committed.append(TopicPartition(topic, p, pb.next))
+                self.uncommitted[p] = pb.next
             else:
                 self._resync(p, pb, stored)
         self._set_counts(split_hash(decode_flat(flat))[0])
@@ -215,11 +224,29 @@ class Aggregator:
         self.metrics.batch_size.observe(len(msgs))
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self.metrics.last_success.set(time.time())
-        # Redis is the source of truth; this commit only makes lag visible to monitoring.
-        if not committed:
+
+    def _commit_for_monitoring(self, *, idle: bool = False, final: bool = False) -> None:
+        """Commit the applied offsets to Kafka: at most once a second while busy, at once idle.
+
+        Redis is the source of truth (each partition's position is stored with its counts);
+        this commit only makes the group's lag visible to monitoring and the autoscaler. One
+        per batch cost the broker an offset-commit write per batch: hundreds a second at a
+        modest rate, each with the broker's CPU shared with everything else.
+        """
+        if not self.uncommitted or self.consumer is None:
             return
+        now = time.monotonic()
+        if not (idle or final or now - self.last_commit >= MONITORING_COMMIT_SECONDS):
+            return
+        topic = self.s.topic_processed
+        offsets = [TopicPartition(topic, p, o) for p, o in self.uncommitted.items()]
+        self.uncommitted = {}
+        self.last_commit = now
         try:
-            self.consumer.commit(offsets=committed, asynchronous=True)
+            if final:  # the process ends: wait for it
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             log.debug("offset commit for monitoring failed", extra={"error": str(exc)})
 
@@ -338,5 +365,6 @@ class Aggregator:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
         self.rebalances.revoked(partitions)
+        self._commit_for_monitoring(idle=True)  # while they are still this member's
         self.positions = {}
         consumer.unassign()

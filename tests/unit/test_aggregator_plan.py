@@ -1,11 +1,19 @@
-"""The aggregator's pure part: grouping a batch by partition and the script's arguments."""
+"""The aggregator's pure part: grouping a batch by partition, the script's arguments, and
+its offset commits for monitoring."""
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+import time
+from types import SimpleNamespace
 
-from loginpipe.aggregator import device_of, plan_batch, script_args
+import pytest
+from confluent_kafka import Message, TopicPartition
+
+from loginpipe.aggregator import Aggregator, device_of, plan_batch, script_args
 from loginpipe.envelope import HEADER_DEVICE_TYPE
+from loginpipe.metrics import Metrics
+from loginpipe.runtime import Health, Stopper
+from loginpipe.settings import AggregatorSettings, load
 
 
 def msg(partition: int, offset: int, device: str | None, value: bytes = b"{}") -> Message:
@@ -59,3 +67,42 @@ def test_the_hash_splits_into_counts_and_positions_per_topic() -> None:
 
     raw = {"ios": "3", position_field("a:b", 0): "10", position_field("a:b", 2): "7"}
     assert split_hash(raw) == ({"ios": 3, "android": 0}, {"a:b": {0: 10, 2: 7}})
+
+
+class CommitRecorder:
+    def __init__(self) -> None:
+        self.commits: list[tuple[list[tuple[int, int]], bool]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        self.commits.append(([(tp.partition, tp.offset) for tp in offsets], asynchronous))
+
+
+def test_the_aggregator_commits_offsets_for_monitoring_once_a_second_while_busy_and_at_once_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loginpipe import aggregator as agg_module
+
+    now = [100.0]
+    clock = SimpleNamespace(
+        monotonic=lambda: now[0], time=time.time, perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr(agg_module, "time", clock)
+    metrics = Metrics("aggregator")
+    agg = Aggregator(load(AggregatorSettings, {}), metrics, Health(metrics), Stopper())
+    consumer = CommitRecorder()
+    agg.consumer = consumer  # type: ignore[assignment]
+    agg.last_commit = now[0]
+    for i in range(8):  # eight busy batches within the second: no commit yet
+        agg.uncommitted[i % 2] = 100 + i
+        agg._commit_for_monitoring()
+        now[0] += 0.125
+    assert consumer.commits == []
+    agg.uncommitted[0] = 200
+    agg._commit_for_monitoring()  # a second since the last: the latest offset of each
+    assert consumer.commits == [([(0, 200), (1, 107)], True)]
+    agg.uncommitted[1] = 300
+    agg._commit_for_monitoring(idle=True)  # nothing more came: at once, lag shows 0
+    agg._commit_for_monitoring(idle=True)  # nothing new: nothing sent
+    agg.uncommitted[1] = 301
+    agg._commit_for_monitoring(final=True)  # at exit: waited for
+    assert consumer.commits[1:] == [([(1, 300)], True), ([(1, 301)], False)]
