@@ -98,9 +98,10 @@ test: deps ## every test but the cluster's: unit, chart, integration on a real K
 
 # ---- benchmark ------------------------------------------------------------------------------
 BENCH_ARGS ?=
+RUNS ?= 1
 .PHONY: bench
-bench: infra-up ## benchmark loginpipe beside its peers: table + .bench/latest.json (~10 min)
-	$(PY) -m bench $(BENCH_ARGS)
+bench: infra-up ## benchmark loginpipe beside its peers: table + .bench/latest.json (RUNS=3: median and range)
+	$(PY) -m bench --runs $(RUNS) $(BENCH_ARGS)
 
 .PHONY: bench-quick
 bench-quick: infra-up ## the benchmark's quick mode (100,000 events, about 2 min; CI runs it)

@@ -16,8 +16,16 @@ from typing import Any
 import redis
 from confluent_kafka import KafkaException
 
-from bench import latency, machine, peervenv, report, throughput
-from bench.context import CONTENDERS, PHASES, ROOT, Config, Ctx
+from bench import latency, machine, peervenv, report, runs, throughput
+from bench.context import (
+    CONTENDERS,
+    PHASES,
+    QUICK_SAMPLE_EVENTS,
+    ROOT,
+    SAMPLE_EVENTS,
+    Config,
+    Ctx,
+)
 from bench.kafka_util import Kafka
 from bench.procs import Proc
 from bench.progress import Progress
@@ -51,6 +59,25 @@ def parse_args(argv: list[str] | None) -> Config:
         "--only",
         help=f"comma-separated phases to run, of: {', '.join(PHASES)} (default: all)",
     )
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repetitions of every throughput phase and load point; the table shows the median "
+        "and the range (1)",
+    )
+    ap.add_argument(
+        "--sample-events",
+        type=int,
+        help="events of the smaller input the naive baseline and the broker-bound phase read "
+        f"(the first of the same sequence; {SAMPLE_EVENTS:,}, quick {QUICK_SAMPLE_EVENTS:,})",
+    )
+    ap.add_argument(
+        "--broker-cpus",
+        type=float,
+        default=0.1,
+        help="the broker-bound phase: the local broker's share of one CPU (0.1)",
+    )
     ap.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka (127.0.0.1:9092)")
     ap.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/0", help="Redis (redis://127.0.0.1:6379/0)"
@@ -74,6 +101,13 @@ def parse_args(argv: list[str] | None) -> Config:
     events = a.events or (100_000 if a.quick else 1_000_000)
     if events < 1000:
         ap.error("--events must be at least 1000")
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    if not 0.01 <= a.broker_cpus <= 64:
+        ap.error("--broker-cpus must be between 0.01 and 64")
+    sample = a.sample_events or (QUICK_SAMPLE_EVENTS if a.quick else SAMPLE_EVENTS)
+    if sample < 1000:
+        ap.error("--sample-events must be at least 1000")
     out = Path(a.out)
     return Config(
         quick=a.quick,
@@ -86,7 +120,30 @@ def parse_args(argv: list[str] | None) -> Config:
         latency_seconds=a.latency_seconds or (3.0 if a.quick else 10.0),
         phases=phases,
         out=out if out.is_absolute() else ROOT / out,
+        runs=a.runs,
+        sample_events=min(sample, events),
+        broker_cpus=a.broker_cpus,
     )
+
+
+def _contender(
+    ctx: Ctx,
+    cid: str,
+    input_topic: str,
+    truth: dict[str, Any],
+    sample: tuple[str, dict[str, Any]] | None,
+    attempt: int,
+) -> dict[str, Any]:
+    if cid == "kafka-perf":
+        return throughput.kafka_consumer_perf(ctx, input_topic, attempt)
+    if cid == "bare-confluent":
+        return throughput.bare_confluent(ctx, input_topic, attempt)
+    if cid.startswith("loginpipe-"):
+        return throughput.loginpipe_router(ctx, input_topic, truth, cid.endswith("eos"), attempt)
+    if cid.startswith("quix-"):
+        return throughput.quix_router(ctx, input_topic, truth, cid.endswith("eos"), attempt)
+    assert sample is not None
+    return throughput.naive_router(ctx, *sample, attempt)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -133,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "contenders": [],
         "aggregator": None,
         "latency": [],
+        "broker_bound": None,
         "ratios": [],
     }
     progress.line(
@@ -145,21 +203,20 @@ def main(argv: list[str] | None = None) -> int:
             ctx.peer_python = peervenv.ensure(progress)
             result["peer_versions"] = peervenv.versions(ctx.peer_python)
         contenders = [c for c in CONTENDERS if c in cfg.phases]
+        sample: tuple[str, dict[str, Any]] | None = None
+        if "naive" in cfg.phases or "broker-bound" in cfg.phases:
+            sample = throughput.prefill(ctx, cfg.sample_events, "sample-user-login")
+            result["sample_ground_truth"] = sample[1]
         if contenders:
             input_topic, truth = throughput.prefill(ctx)
             result["ground_truth"] = truth
-            for cid in contenders:
-                if cid == "kafka-perf":
-                    res = throughput.kafka_consumer_perf(ctx, input_topic)
-                elif cid == "bare-confluent":
-                    res = throughput.bare_confluent(ctx, input_topic)
-                elif cid.startswith("loginpipe-"):
-                    res = throughput.loginpipe_router(ctx, input_topic, truth, cid.endswith("eos"))
-                elif cid.startswith("quix-"):
-                    res = throughput.quix_router(ctx, input_topic, truth, cid.endswith("eos"))
-                else:
-                    res = throughput.naive_router(ctx, input_topic, truth)
-                result["contenders"].append(res)
+            measured: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+            for attempt in range(cfg.runs):  # interleaved: every contender, then again
+                if cfg.runs > 1:
+                    progress.line(f"[throughput] run {attempt + 1} of {cfg.runs}")
+                for cid in contenders:
+                    measured[cid].append(_contender(ctx, cid, input_topic, truth, sample, attempt))
+            result["contenders"] = [runs.contender(measured[c]) for c in contenders]
         if "aggregator" in cfg.phases:
             result["aggregator"] = throughput.aggregator(ctx)
         if "latency" in cfg.phases:
@@ -176,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         rates.append(float(spec))
                 result["latency"].append(latency.run_mode(ctx, delivery, rates))
+        if "broker-bound" in cfg.phases:
+            assert sample is not None
+            result["broker_bound"] = throughput.broker_bound(ctx, *sample)
     except KeyboardInterrupt:
         progress.line("bench: interrupted; stopping the processes and deleting the topics")
         failed.append("interrupted")
@@ -201,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"{c['id']}: {c['error'].splitlines()[0]}")
         elif c and not c["sanity_ok"]:
             failed.append(f"{c['id']}: {'; '.join(c['sanity_problems'])}")
+    bb = result["broker_bound"] or {}
+    for c in bb.get("contenders", []):
+        if "error" in c:
+            failed.append(f"broker-bound {c['id']}: {c['error'].splitlines()[0]}")
+        elif not c["sanity_ok"]:
+            failed.append(f"broker-bound {c['id']}: {'; '.join(c['sanity_problems'])}")
     for mode in result["latency"]:
         if "error" in mode:
             failed.append(f"latency {mode['delivery']}: {mode['error'].splitlines()[0]}")

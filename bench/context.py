@@ -29,7 +29,12 @@ CONTENDERS = (
     "quix-alo",
     "naive",
 )
-PHASES = (*CONTENDERS, "aggregator", "latency")
+PHASES = (*CONTENDERS, "aggregator", "latency", "broker-bound")
+# The naive baseline routes 1-3k events/s, and the broker-bound phase 10-30k: they read a
+# sample, the first events of the same sequence (a stable rate in about a minute, where the
+# naive one took 11 minutes of a 1M-event run).
+SAMPLE_EVENTS = 100_000
+QUICK_SAMPLE_EVENTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Config:
     latency_seconds: float
     phases: tuple[str, ...]
     out: Path
+    runs: int = 1  # repetitions of every throughput phase and load point (median, spread)
+    sample_events: int = SAMPLE_EVENTS  # the naive baseline's and broker-bound phase's input
+    broker_cpus: float = 0.1  # the broker-bound phase: the broker's share of one CPU
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,9 @@ class Config:
             "latency_rates": list(self.latency_rates),
             "latency_seconds": self.latency_seconds,
             "phases": list(self.phases),
+            "runs": self.runs,
+            "sample_events": self.sample_events,
+            "broker_cpus": self.broker_cpus,
             "bootstrap": self.bootstrap,
             "redis_url": self.redis_url,
         }

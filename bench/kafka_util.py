@@ -95,6 +95,13 @@ class Kafka:
                 out.append(-1)
         return out
 
+    def delete(self, names: list[str]) -> None:
+        """Delete topics now (a measured run's outputs: they are read back already)."""
+        for fut in self.admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                fut.result(60)
+        self.topics = [t for t in self.topics if t not in names]
+
     def cleanup(self) -> None:
         """Delete every topic and group this run created (errors ignored)."""
         if self.groups:

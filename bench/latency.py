@@ -32,7 +32,7 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from bench import loadgen
+from bench import loadgen, runs
 from bench.context import PY, ROOT, Ctx, wait_until
 from bench.procs import Proc
 from bench.progress import mib, rate
@@ -319,22 +319,28 @@ def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
         )
         if not warm["drained"]:
             raise RuntimeError("the warm-up events did not reach Redis within 60 s")
-        for i, offered in enumerate(rates, 1):
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited (code {p.returncode}):\n{p.log_tail()}")
-            points.append(
-                _point(
-                    ctx,
-                    tag=f"latency {short} {rate(offered)}",
-                    topic=topic_in,
-                    offered=offered,
-                    seconds=cfg.latency_seconds,
-                    seed=seed + i,
-                    obs=obs,
-                    procs=procs,
+        # Repetitions interleaved (every rate once, then again), so a slow spell of the
+        # machine does not fall on one rate only.
+        measured: list[list[dict[str, Any]]] = [[] for _ in rates]
+        for run in range(cfg.runs):
+            for i, offered in enumerate(rates):
+                for name, p in procs.items():
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{name} exited (code {p.returncode}):\n{p.log_tail()}")
+                suffix = f" run {run + 1}/{cfg.runs}" if cfg.runs > 1 else ""
+                measured[i].append(
+                    _point(
+                        ctx,
+                        tag=f"latency {short} {rate(offered)}{suffix}",
+                        topic=topic_in,
+                        offered=offered,
+                        seconds=cfg.latency_seconds,
+                        seed=seed + run * len(rates) + i + 1,
+                        obs=obs,
+                        procs=procs,
+                    )
                 )
-            )
+        points.extend(runs.latency_point(m) for m in measured)
     except Exception as exc:
         out["error"] = str(exc)
         ctx.progress.line(f"[latency {short}] FAILED: {exc}")

@@ -62,6 +62,10 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
 
 
+def _ms_range(spread: list[float] | None) -> str:
+    return "" if not spread else f"{_ms(spread[0])}-{_ms(spread[1])}"
+
+
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -80,6 +84,70 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
         + "|"
     )
     return [fmt(header), sep, *[fmt(r) for r in rows]]
+
+
+def _range(c: dict[str, Any], key: str) -> str:
+    spread = (c.get("spread") or {}).get(key)
+    if not spread:
+        return ""
+    lo, hi = spread
+    return f"{lo / 1000:,.1f}k-{hi / 1000:,.1f}k" if key == "events_per_second" else f"{lo}-{hi}"
+
+
+PHASE_ORDER = ("consume", "validate", "produce", "begin", "send_offsets", "flush", "commit")
+
+
+def _breakdown(title: str, contenders: list[dict[str, Any]]) -> list[str]:
+    names = [p for p in PHASE_ORDER if any(p in c["phases"] for c in contenders)]
+    rows = []
+    for c in contenders:
+        ph = c["phases"]
+        cells = [f"{ph[p]['share'] * 100:.0f}%" if p in ph else "" for p in names]
+        rows.append([c["label"], DELIVERY.get(c["delivery"], c["delivery"]), *cells])
+    return [
+        title,
+        "",
+        *_table(["contender", "delivery", *names], rows, set(range(2, 2 + len(names)))),
+        "",
+    ]
+
+
+def _broker_bound(bb: dict[str, Any]) -> list[str]:
+    title = (
+        f"Broker-bound: the broker confined to {bb['broker_cpus']:g} CPU, our consumer on the "
+        f"first {bb['events']:,} events"
+    )
+    if "skipped" in bb:
+        return [title, f"skipped: {bb['skipped']}", ""]
+    rows = []
+    for c in bb["contenders"]:
+        if "error" in c:
+            rows.append([c["label"], DELIVERY[c["delivery"]], "FAILED", "", "", ""])
+            continue
+        rows.append(
+            [
+                c["label"],
+                DELIVERY[c["delivery"]],
+                _num(c["events_per_second"]),
+                _range(c, "events_per_second"),
+                _num(c["cpu_seconds_per_million"], 1),
+                "ok" if c["sanity_ok"] else "MISMATCH",
+            ]
+        )
+    out = [
+        title,
+        "",
+        *_table(
+            ["contender", "delivery", "events/s", "range", "CPU s / M events", "output check"],
+            rows,
+            {2, 3, 4},
+        ),
+        "",
+    ]
+    with_phases = [c for c in bb["contenders"] if c.get("phases")]
+    if with_phases:
+        out += _breakdown("Where its time goes, broker-bound", with_phases)
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -116,6 +184,7 @@ def render(report: dict[str, Any]) -> str:
                         "",
                         "",
                         "",
+                        "",
                     ]
                 )
                 continue
@@ -130,6 +199,7 @@ def render(report: dict[str, Any]) -> str:
                     label,
                     DELIVERY.get(c["delivery"], c["delivery"]),
                     _num(c["events_per_second"]),
+                    _range(c, "events_per_second"),
                     _num(c["cpu_seconds_per_million"], 1),
                     mib(c["peak_rss_bytes"]),
                     "ok" if c["sanity_ok"] else "MISMATCH",
@@ -137,10 +207,18 @@ def render(report: dict[str, Any]) -> str:
                     cpu,
                 ]
             )
+        n_runs = cfg.get("runs", 1)
+        sample = cfg.get("sample_events")
         lines += [
             "Consumer throughput: validate and route the pre-filled topic, one process each",
             "(events/s from the first to the last output record; CPU inside that span; peak RSS "
             "of the process;",
+            (
+                f" median of {n_runs} runs, range = lowest-highest;"
+                if n_runs > 1
+                else " one run (--runs N: median and range);"
+            )
+            + (f" the naive baseline reads the first {sample:,} events;" if sample else ""),
             " last two columns: loginpipe exactly-once ÷ this / loginpipe at-least-once ÷ this)",
             "",
             *_table(
@@ -148,6 +226,7 @@ def render(report: dict[str, Any]) -> str:
                     "contender",
                     "delivery",
                     "events/s",
+                    "range",
                     "CPU s / M events",
                     "peak RSS",
                     "output check",
@@ -155,10 +234,17 @@ def render(report: dict[str, Any]) -> str:
                     "CPU / event",
                 ],
                 rows,
-                {2, 3, 4, 6, 7},
+                {2, 3, 4, 5, 7, 8},
             ),
             "",
         ]
+        breakdown = [c for c in contenders if c.get("phases")]
+        if breakdown:
+            lines += _breakdown(
+                "Where the consumer's time goes (share of its main loop's wall time, "
+                "loginpipe_consumer_seconds_total)",
+                breakdown,
+            )
         del by_id
     agg = report.get("aggregator")
     if agg:
@@ -182,13 +268,16 @@ def render(report: dict[str, Any]) -> str:
             ),
             "",
         ]
+    bb = report.get("broker_bound")
+    if bb:
+        lines += _broker_bound(bb)
     lat = report.get("latency") or []
     if lat:
         rows = []
         for mode in lat:
             d = DELIVERY[mode["delivery"]]
             if not mode["points"] and "error" in mode:
-                rows.append([d, "FAILED", "", "", "", "", "", "", ""])
+                rows.append([d, "FAILED", "", "", "", "", "", "", "", ""])
             for p in mode["points"]:
                 pp, pr = p["to_processed"], p["to_redis"]
                 ok = p["drained"] and not pp["missing"] and not pr["missing"]
@@ -202,6 +291,7 @@ def render(report: dict[str, Any]) -> str:
                         _ms(pp["max_ms"]),
                         _ms(pr["p50_ms"]),
                         _ms(pr["p99_ms"]),
+                        _ms_range(pr.get("p99_ms_spread")),
                         _ms(pr["max_ms"]),
                     ]
                     + ([] if ok else ["INCOMPLETE"])
@@ -216,15 +306,21 @@ def render(report: dict[str, Any]) -> str:
             "max",
             "Redis p50 ms",
             "p99",
+            "p99 range",
             "max",
         ]
         header += [""] * (width - len(header))
         rows = [r + [""] * (width - len(r)) for r in rows]
         lines += [
             "End-to-end latency from the generator's produce, consumer and aggregator live",
-            f"({cfg['latency_seconds']:g} s per load point)",
+            f"({cfg['latency_seconds']:g} s per load point"
+            + (
+                f"; median of {cfg.get('runs', 1)} runs, range = lowest-highest)"
+                if cfg.get("runs", 1) > 1
+                else ")"
+            ),
             "",
-            *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8}),
+            *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8, 9}),
             "",
         ]
     return "\n".join(lines)

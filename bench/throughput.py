@@ -10,13 +10,17 @@ outputs are then read back and checked against the generator's ground truth.
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
+from bench import broker_limit, runs
 from bench.context import BAD_SHARE, PY, ROOT, START_TIME, Ctx
 from bench.kafka_util import (
     HEADER_DEVICE_TYPE,
@@ -50,10 +54,15 @@ def phase_timeout(events: int) -> float:
 
 
 # ---- input ---------------------------------------------------------------------------------
-def prefill(ctx: Ctx) -> tuple[str, dict[str, Any]]:
-    """The shared input topic: N generator events (a fifth bad) from the fixed seed."""
+def prefill(ctx: Ctx, count: int | None = None, what: str = "user-login") -> tuple[str, Any]:
+    """An input topic: N generator events (a fifth bad) from the fixed seed.
+
+    Every contender reads the shared one of N events; the naive baseline its own sample, the
+    first ``count`` events of the same sequence.
+    """
     cfg = ctx.cfg
-    topic = ctx.name("user-login")
+    events = cfg.events if count is None else count
+    topic = ctx.name(what)
     ctx.kafka.create_topics([topic])
     env = ctx.loginpipe_env(
         topic_input=topic,
@@ -66,7 +75,7 @@ def prefill(ctx: Ctx) -> tuple[str, dict[str, Any]]:
         "loginpipe",
         "generate",
         "--count",
-        str(cfg.events),
+        str(events),
         "--rate",
         "0",
         "--seed",
@@ -79,24 +88,24 @@ def prefill(ctx: Ctx) -> tuple[str, dict[str, Any]]:
     ]
     proc = Proc("prefill-generator", argv, logdir=ctx.logdir, env=env, cwd=ROOT)
     began = time.monotonic()
-    deadline = began + phase_timeout(cfg.events)
+    deadline = began + phase_timeout(events)
     while proc.poll() is None:
         if time.monotonic() > deadline:
             proc.stop()
             raise RuntimeError("pre-filling the input topic timed out")
         n = sum(max(o, 0) for o in ctx.kafka.end_offsets(topic))
         ctx.progress.update(
-            f"[prefill] {n:,}/{cfg.events:,} events into {topic}  "
+            f"[prefill] {n:,}/{events:,} events into {topic}  "
             f"{rate(n / max(time.monotonic() - began, 1e-3))}"
         )
         time.sleep(0.5)
     if proc.returncode != 0:
         raise RuntimeError(f"generator failed (exit {proc.returncode}):\n{proc.log_tail()}")
     truth = json.loads(proc.stdout().strip().splitlines()[-1])
-    if truth["delivered"] != cfg.events or truth["failed"]:
-        raise RuntimeError(f"generator delivered {truth['delivered']} of {cfg.events}")
+    if truth["delivered"] != events or truth["failed"]:
+        raise RuntimeError(f"generator delivered {truth['delivered']} of {events}")
     ctx.progress.line(
-        f"[prefill] {cfg.events:,} events ({truth['invalid']:,} invalid) in "
+        f"[prefill] {events:,} events ({truth['invalid']:,} invalid) in "
         f"{time.monotonic() - began:.1f} s"
     )
     return topic, truth
@@ -130,14 +139,21 @@ def run_router(
     argv: list[str],
     env: dict[str, str] | None = None,
     counts_key: str | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
-    """Run one router to the end of the input and measure it."""
-    n_events = ctx.cfg.events
+    """Run one router to the end of the input and measure it.
+
+    With ``metrics_port`` (ours), the consumer's time per phase is read from its metrics when
+    its committed offsets first move and when they reach the end: the breakdown of that span.
+    """
+    n_events = truth["total"]
     result: dict[str, Any] = {"id": cid, "label": label, "kind": "router", "delivery": delivery}
     proc = Proc(cid, argv, logdir=ctx.logdir, env=env, cwd=ROOT)
     began = time.monotonic()
     deadline = began + phase_timeout(n_events)
     moving: float | None = None  # when the committed offsets first moved
+    phases_first: dict[str, float] = {}
+    phases_last: dict[str, float] = {}
     try:
         while True:
             if proc.poll() is not None:
@@ -146,6 +162,8 @@ def run_router(
             now = time.monotonic()
             if n and moving is None:
                 moving = now
+                if metrics_port is not None:
+                    phases_first = phase_seconds(metrics_port)
             # Offsets move in steps (a commit every 100 ms for ours, 5 s for Quix and the
             # naive one): show the average since they first moved.
             shown = n / (now - moving) if moving is not None and now > moving + 0.5 else 0.0
@@ -154,6 +172,8 @@ def run_router(
                 f"cpu {proc.cpu_now:.1f}s  rss {mib(proc.rss)}  {now - began:.0f}s"
             )
             if n >= n_events:
+                if metrics_port is not None:
+                    phases_last = phase_seconds(metrics_port)
                 break
             if now > deadline:
                 raise RuntimeError(f"not done after {now - began:.0f} s ({n:,} committed)")
@@ -171,6 +191,7 @@ def run_router(
     first, last = span_ms(stats)
     span = (last - first) / 1000.0
     cpu = proc.cpu_between(first / 1000.0, last / 1000.0)
+    ctx.kafka.delete([ok, err])  # read back: free the disk for the next run
     problems = _check_outputs(stats, ok, err, truth)
     if not all_log_append(stats):
         problems.append("output records are not stamped with LogAppendTime")
@@ -182,6 +203,12 @@ def run_router(
         result["redis_counts"] = counts
         if counts != truth["valid_by_device"]:
             problems.append(f"Redis counts {counts} != {truth['valid_by_device']}")
+    if phases_last:
+        spent = {k: v - phases_first.get(k, 0.0) for k, v in phases_last.items()}
+        total = sum(spent.values())
+        result["phases"] = {
+            k: {"seconds": v, "share": v / total if total else 0.0} for k, v in spent.items()
+        }
     result.update(
         {
             "events": n_events,
@@ -216,9 +243,50 @@ def _summary(r: dict[str, Any]) -> str:
     )
 
 
-def loginpipe_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: bool) -> Any:
-    tag = "loginpipe-eos" if eos else "loginpipe-alo"
-    ok, err, group = ctx.name(f"{tag}-processed"), ctx.name(f"{tag}-errors"), ctx.name(tag)
+PHASE_METRIC = "loginpipe_consumer_seconds_total"
+
+
+def phase_seconds(port: int) -> dict[str, float]:
+    """The consumer's seconds per phase so far, from its /metrics ({} if unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == PHASE_METRIC:
+                out[sample.labels["phase"]] = sample.value
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _names(ctx: Ctx, tag: str, attempt: int) -> tuple[str, str, str]:
+    """A run's output topics and group: its own for every repetition."""
+    base = f"{tag}-{attempt}"
+    return ctx.name(f"{base}-processed"), ctx.name(f"{base}-errors"), ctx.name(base)
+
+
+def loginpipe_router(
+    ctx: Ctx,
+    input_topic: str,
+    truth: dict[str, Any],
+    eos: bool,
+    attempt: int = 0,
+    *,
+    cid: str | None = None,
+    label: str = "loginpipe",
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    tag = cid or ("loginpipe-eos" if eos else "loginpipe-alo")
+    ok, err, group = _names(ctx, tag, attempt)
     ctx.kafka.create_topics([ok, err], LOG_APPEND_TIME)
     ctx.kafka.group(group)
     env = ctx.loginpipe_env(
@@ -226,13 +294,16 @@ def loginpipe_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: boo
         topic_processed=ok,
         topic_errors=err,
         consumer_group=group,
-        consumer_transactional_id=ctx.name(f"{tag}-txn"),
+        consumer_transactional_id=ctx.name(f"{tag}-{attempt}-txn"),
         consumer_delivery="exactly_once" if eos else "at_least_once",
+        metrics_host="127.0.0.1",
+        metrics_port=str(port := free_port()),
+        **(settings or {}),
     )
     return run_router(
         ctx,
         tag,
-        label="loginpipe",
+        label=label,
         delivery="exactly_once" if eos else "at_least_once",
         input_topic=input_topic,
         truth=truth,
@@ -241,13 +312,16 @@ def loginpipe_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: boo
         err=err,
         argv=[PY, "-m", "loginpipe", "consume"],
         env=env,
+        metrics_port=port,
     )
 
 
-def quix_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: bool) -> Any:
+def quix_router(
+    ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: bool, attempt: int = 0
+) -> dict[str, Any]:
     assert ctx.peer_python is not None
     tag = "quix-eos" if eos else "quix-alo"
-    ok, err, group = ctx.name(f"{tag}-processed"), ctx.name(f"{tag}-errors"), ctx.name(tag)
+    ok, err, group = _names(ctx, tag, attempt)
     ctx.kafka.create_topics([ok, err], LOG_APPEND_TIME)
     ctx.kafka.group(group)
     argv = [
@@ -266,7 +340,7 @@ def quix_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: bool) ->
         "--guarantee",
         "exactly-once" if eos else "at-least-once",
         "--state-dir",
-        str(ctx.logdir / "quix-state"),
+        str(ctx.logdir / f"quix-state-{attempt}"),
     ]
     return run_router(
         ctx,
@@ -282,13 +356,15 @@ def quix_router(ctx: Ctx, input_topic: str, truth: dict[str, Any], eos: bool) ->
     )
 
 
-def naive_router(ctx: Ctx, input_topic: str, truth: dict[str, Any]) -> Any:
+def naive_router(
+    ctx: Ctx, input_topic: str, truth: dict[str, Any], attempt: int = 0
+) -> dict[str, Any]:
     assert ctx.peer_python is not None
     tag = "naive"
-    ok, err, group = ctx.name(f"{tag}-processed"), ctx.name(f"{tag}-errors"), ctx.name(tag)
+    ok, err, group = _names(ctx, tag, attempt)
     ctx.kafka.create_topics([ok, err], LOG_APPEND_TIME)
     ctx.kafka.group(group)
-    counts_key = ctx.redis_prefix(tag) + "device_counts"
+    counts_key = ctx.redis_prefix(f"{tag}-{attempt}") + "device_counts"
     argv = [
         str(ctx.peer_python),
         str(PEERS / "naive.py"),
@@ -322,6 +398,51 @@ def naive_router(ctx: Ctx, input_topic: str, truth: dict[str, Any]) -> Any:
     )
 
 
+# ---- the broker as the bottleneck ------------------------------------------------------------
+FIXED = {"consumer_max_commit_interval_ms": "100"}  # = the commit interval: never grows
+BROKER_BOUND: tuple[tuple[str, bool, str, dict[str, str]], ...] = (
+    ("bb-loginpipe-eos", True, "paced commit interval (default)", {}),
+    ("bb-loginpipe-eos-fixed", True, "fixed 100 ms commit interval", FIXED),
+    ("bb-loginpipe-alo", False, "paced commit interval (default)", {}),
+    ("bb-loginpipe-alo-fixed", False, "fixed 100 ms commit interval", FIXED),
+)
+
+
+def broker_bound(ctx: Ctx, topic: str, truth: dict[str, Any]) -> dict[str, Any]:
+    """Our consumer with the broker confined to a CPU quota: commits are slow.
+
+    Each mode twice, in the same run: as it ships (the commit interval grows while commits
+    are slow) and with the interval fixed at 100 ms (as before the pacing), so that the
+    pacing's effect is read side by side, on the same machine and the same throttled broker.
+    """
+    cfg = ctx.cfg
+    out: dict[str, Any] = {"broker_cpus": cfg.broker_cpus, "events": truth["total"]}
+    measured: dict[str, list[dict[str, Any]]] = {cid: [] for cid, *_ in BROKER_BOUND}
+    try:
+        with broker_limit.confined(cfg.bootstrap, cfg.broker_cpus, f"loginpipe-bench-{ctx.run}"):
+            ctx.progress.line(f"[broker-bound] the broker is confined to {cfg.broker_cpus:g} CPU")
+            for attempt in range(cfg.runs):
+                for cid, eos, label, settings in BROKER_BOUND:
+                    measured[cid].append(
+                        loginpipe_router(
+                            ctx,
+                            topic,
+                            truth,
+                            eos,
+                            attempt,
+                            cid=cid,
+                            label=f"loginpipe, {label}",
+                            settings=settings,
+                        )
+                    )
+    except broker_limit.Unavailable as exc:
+        out["skipped"] = str(exc)
+        ctx.progress.line(f"[broker-bound] skipped: {exc}")
+        return out
+    out["contenders"] = [runs.contender(measured[cid]) for cid, *_ in BROKER_BOUND]
+    return out
+
+
 # ---- ceilings ------------------------------------------------------------------------------
 def _wait_exit(ctx: Ctx, proc: Proc, cid: str, what: str) -> int | None:
     began = time.monotonic()
@@ -338,10 +459,10 @@ def _wait_exit(ctx: Ctx, proc: Proc, cid: str, what: str) -> int | None:
     return proc.returncode
 
 
-def kafka_consumer_perf(ctx: Ctx, input_topic: str) -> dict[str, Any]:
+def kafka_consumer_perf(ctx: Ctx, input_topic: str, attempt: int = 0) -> dict[str, Any]:
     """Kafka's own ConsumerPerformance tool, from the same jars as the broker."""
     cid, n = "kafka-perf", ctx.cfg.events
-    group = ctx.kafka.group(ctx.name(cid))
+    group = ctx.kafka.group(ctx.name(f"{cid}-{attempt}"))
     argv = [
         str(ROOT / "hack" / "kafka.sh"),
         "run-class",
@@ -409,10 +530,10 @@ def parse_consumer_perf(out: str) -> dict[str, str]:
     raise ValueError(f"no report in ConsumerPerformance's output: {out[-500:]!r}")
 
 
-def bare_confluent(ctx: Ctx, input_topic: str) -> dict[str, Any]:
+def bare_confluent(ctx: Ctx, input_topic: str, attempt: int = 0) -> dict[str, Any]:
     """A confluent-kafka batch-consume loop that does no work, with the services' settings."""
     cid, n = "bare-confluent", ctx.cfg.events
-    group = ctx.kafka.group(ctx.name(cid))
+    group = ctx.kafka.group(ctx.name(f"{cid}-{attempt}"))
     argv = [
         PY,
         str(PEERS / "bare_confluent.py"),
