@@ -35,7 +35,7 @@ COPY pyproject.toml README.md ./
 COPY services/ ./services/
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip --python /opt/venv/bin/python install --no-deps /tmp/dist/loginpipe-*.whl \
-    && /opt/venv/bin/python -c "import loginpipe.cli"
+    && /opt/venv/bin/python -c "import loginpipe.cli; from loginpipe import schemas; [schemas.load(n) for n in schemas.VERSIONS]"
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

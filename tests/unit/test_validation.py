@@ -20,6 +20,7 @@ from loginpipe.validation import (
     validate,
     validate_object,
 )
+from tests.strategies import JSON
 
 BASE = {
     "user_id": "user-1",
@@ -195,13 +196,6 @@ def test_any_bytes_are_classified_without_an_exception(raw: bytes | None) -> Non
         assert result.problems
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=10,
-)
 FIELD_VALUES = st.one_of(
     JSON,
     st.sampled_from(["ios", "IOS", "Android", "2.3.0", "1", "::1", "10.0.0.1", "1764000000"]),
