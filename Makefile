@@ -31,7 +31,8 @@ deps-run: venv ## what `make run` needs: Python deps, Kafka jars (Maven, cached)
 	hack/redis.sh install
 
 .PHONY: deps
-deps: deps-run tools ## everything, also the chart check tools the tests use
+deps: deps-run tools ## everything, also the chart check tools and the schema registry the tests use
+	hack/registry.sh fetch
 
 .PHONY: tools
 tools: ## pinned Kubernetes check tools (helm, kubeconform, promtool, checkov) into .cache/
@@ -43,15 +44,30 @@ lock: ## re-resolve requirements*.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --generate-hashes --python-version 3.11 -q
 
 # ---- local infrastructure -------------------------------------------------------------------
+REGISTRY ?= 0
 .PHONY: infra-up
-infra-up: deps-run ## start Kafka (localhost:9092) and Redis (localhost:6379) in the background
+infra-up: deps-run ## start Kafka (localhost:9092) and Redis (localhost:6379); REGISTRY=1: the schema registry too
 	hack/kafka.sh start
 	hack/redis.sh start
+	@if [ "$(REGISTRY)" = 1 ]; then hack/registry.sh start; fi
 
 .PHONY: infra-down
-infra-down: ## stop the local Kafka and Redis (data is kept under .cache/run)
+infra-down: ## stop the local schema registry, Kafka and Redis (data is kept under .cache/run)
+	hack/registry.sh stop
 	hack/kafka.sh stop
 	hack/redis.sh stop
+
+.PHONY: registry-up
+registry-up: ## start the schema registry (Apicurio, localhost:8081, ccompat API) on the local Kafka
+	$(MAKE) infra-up REGISTRY=1
+
+# The compatibility gate's own subjects: the released formats, registered again and again (a
+# no-op once there), so that today's are always checked against them and nothing else.
+GATE_PREFIX ?= loginpipe-released-
+.PHONY: schemas-check
+schemas-check: venv registry-up ## CI's gate: today's message formats BACKWARD-compatible with the released ones
+	LOGINPIPE_SCHEMA_SUBJECT_PREFIX=$(GATE_PREFIX) $(VENV)/bin/loginpipe schemas register --released
+	LOGINPIPE_SCHEMA_SUBJECT_PREFIX=$(GATE_PREFIX) $(VENV)/bin/loginpipe schemas check
 
 .PHONY: infra-status
 infra-status: ## say whether the local Kafka and Redis are running

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from loginpipe import __version__
-from loginpipe.exceptions import LoginpipeError
+from loginpipe.exceptions import ConfigError, LoginpipeError
 from loginpipe.metrics import Metrics
 from loginpipe.runtime import Health, Stopper, serve_http, setup_logging
 from loginpipe.settings import (
@@ -22,6 +22,7 @@ from loginpipe.settings import (
     CountsSettings,
     GeneratorSettings,
     ReplaySettings,
+    SchemaSettings,
     check_unknown,
     describe,
     load,
@@ -276,6 +277,45 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from loginpipe import schema_registry, schemas
+
+    s = load(SchemaSettings, os.environ)
+    setup_logging(s.log_level, "text")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
+    if args.action == "list":
+        released = schemas.released()
+        subjects = schema_registry.subjects(s)
+        for name, version in schemas.VERSIONS.items():
+            sys.stdout.write(
+                f"{name}: v{version} ({schemas.file_name(name)}), released "
+                f"v{released[name]['version']}, subject {subjects[name]}\n"
+            )
+        return 0
+    if args.action == "register":
+        for r in schema_registry.register(s, released=args.released):
+            sys.stdout.write(
+                f"{r.name}: {r.subject} version {r.version} (schema id {r.schema_id})\n"
+            )
+        return 0
+    candidates: dict[str, str] = {}
+    for spec in args.schema or ():
+        name, _, path = spec.partition("=")
+        if name not in schemas.VERSIONS or not path:
+            raise ConfigError(
+                f"--schema {spec!r}: expected NAME=FILE, NAME one of {', '.join(schemas.VERSIONS)}"
+            )
+        try:
+            with open(path, encoding="utf-8") as f:
+                candidates[name] = f.read()
+        except OSError as exc:
+            raise ConfigError(f"--schema {spec!r}: {exc.strerror}") from None
+    verdicts = schema_registry.check(s, candidates)
+    for v in verdicts:
+        sys.stdout.write(v.message() + "\n")
+    return 0 if all(v.compatible for v in verdicts) else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(markdown_table() + "\n")
@@ -427,6 +467,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--replication", type=int, default=1)
     t.set_defaults(fn=cmd_topics)
 
+    sc = sub.add_parser(
+        "schemas",
+        help="the message formats (JSON Schemas) in a schema registry",
+        description="list: the formats, their versions and subjects. register: put them in the "
+        "registry (LOGINPIPE_SCHEMA_REGISTRY_URL) under <topic>-value with BACKWARD "
+        "compatibility; --released: the released versions. check: each format as it is now "
+        "(or --schema NAME=FILE) against the latest registered version; exit 1 naming the "
+        "fields of an incompatible change.",
+    )
+    sc.add_argument("action", choices=("list", "register", "check"))
+    sc.add_argument("--released", action="store_true", help="register: the released versions")
+    sc.add_argument(
+        "--schema",
+        action="append",
+        metavar="NAME=FILE",
+        help="check: this file instead of the format NAME as it is now (repeatable)",
+    )
+    sc.set_defaults(fn=cmd_schemas)
+
     cf = sub.add_parser("config", help="show the settings in effect")
     cf.add_argument("--markdown", action="store_true", help="the README's table of variables")
     cf.set_defaults(fn=cmd_config)
@@ -464,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.fn(args)
         return rc
     except LoginpipeError as exc:
-        from loginpipe.exceptions import ConfigError, ProducerHung, RepeatingFailure
+        from loginpipe.exceptions import ProducerHung, RepeatingFailure
         from loginpipe.local_run import ChildFailed
 
         if isinstance(exc, ChildFailed):  # a service's own exit code, passed on as it is

@@ -408,6 +408,33 @@ class CountsSettings(RedisSettings):
 
 
 @dataclass(frozen=True)
+class SchemaSettings(CommonSettings):
+    """Settings of ``loginpipe schemas``: the registry, and the topics whose subjects it uses."""
+
+    schema_registry_url: str = setting(
+        "SCHEMA_REGISTRY_URL",
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        "A schema registry's Confluent-compatible API (Apicurio: <base>/apis/ccompat/v7; the "
+        "default is hack/registry.sh's local one).",
+    )
+    schema_subject_prefix: str = setting(
+        "SCHEMA_SUBJECT_PREFIX",
+        "",
+        "Prefix of the formats' subjects (<prefix><topic>-value), to keep several pipelines "
+        "apart in one registry.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.schema_registry_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"LOGINPIPE_SCHEMA_REGISTRY_URL={self.schema_registry_url!r} is not an http(s) "
+                "URL: set it to the registry's Confluent-compatible API, e.g. "
+                "http://127.0.0.1:8081/apis/ccompat/v7"
+            )
+
+
+@dataclass(frozen=True)
 class ReplaySettings(CommonSettings):
     """Settings of ``loginpipe replay``: Kafka only."""
 
@@ -535,6 +562,7 @@ def known_variables() -> set[str]:
         AggregatorSettings,
         CountsSettings,
         ReplaySettings,
+        SchemaSettings,
     ):
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -586,6 +614,7 @@ def markdown_table() -> str:
         "aggregator": AggregatorSettings,
         "counts": CountsSettings,
         "replay": ReplaySettings,
+        "schemas": SchemaSettings,
     }
     rows: dict[str, dict[str, Any]] = {}
     for svc, cls in services.items():

@@ -34,3 +34,67 @@ def load(name: str, version: int | None = None) -> dict[str, Any]:
     """The schema, parsed (a fresh copy each call)."""
     schema: dict[str, Any] = json.loads(text(name, version))
     return schema
+
+
+def released() -> dict[str, dict[str, Any]]:
+    """Per format, its released version and that file's SHA-256 (``released.json``).
+
+    A released version's file never changes (a test holds it to its hash): a change is a new
+    version, checked against the released one for compatibility (``loginpipe schemas check``).
+    """
+    doc: dict[str, dict[str, Any]] = json.loads(
+        resources.files(__package__).joinpath("released.json").read_text("utf-8")
+    )
+    return doc
+
+
+_CONSTRAINTS = (
+    "type",
+    "enum",
+    "const",
+    "pattern",
+    "format",
+    "anyOf",
+    "oneOf",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "items",
+    "$ref",
+)
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any], path: str = "") -> list[str]:
+    """What a new version of a schema changes, field by field, in words (for a refusal's message).
+
+    Only what a reader of the old data can trip on is listed: required fields added, fields
+    removed or added, and any constraint of a field changed (type, enum, pattern, bounds...);
+    nested objects are compared the same way, their fields named by path (``source.key``).
+    """
+    out: list[str] = []
+    old_props: dict[str, Any] = old.get("properties", {})
+    new_props: dict[str, Any] = new.get("properties", {})
+    for f in sorted(set(new.get("required", [])) - set(old.get("required", []))):
+        out.append(f"{path}{f}: now required")
+    for f in sorted(set(old_props) - set(new_props)):
+        out.append(f"{path}{f}: removed")
+    for f in sorted(set(new_props) - set(old_props)):
+        out.append(f"{path}{f}: added")
+    for f in sorted(set(old_props) & set(new_props)):
+        a, b = old_props[f], new_props[f]
+        diffs = [k for k in _CONSTRAINTS if a.get(k) != b.get(k)]
+        if diffs:
+            out.append(f"{path}{f}: {', '.join(diffs)} changed")
+        if "properties" in a or "properties" in b:
+            out += changed_fields(a, b, f"{path}{f}.")
+    if path == "" and old.get("definitions") != new.get("definitions"):
+        for name in sorted(set(old.get("definitions", {})) | set(new.get("definitions", {}))):
+            a = old.get("definitions", {}).get(name, {})
+            b = new.get("definitions", {}).get(name, {})
+            if a != b:
+                out.append(f"definitions.{name}: changed (used by the fields that refer to it)")
+    if old.get("additionalProperties", True) != new.get("additionalProperties", True):
+        out.append(f"{path or '(top level)'}: additionalProperties changed")
+    return out

@@ -1,0 +1,150 @@
+"""The message formats in a schema registry, through its Confluent-compatible API.
+
+Apicurio Registry serves it at ``/apis/ccompat/v7`` (``hack/registry.sh`` runs one on the
+local Kafka); Confluent Schema Registry at its root. Each format has the subject of its topic
+(the topic-name strategy: ``<topic>-value``), with BACKWARD compatibility: a reader with the
+new schema can read every record written with the registered one.
+
+- ``register``: the formats (as they are now, or as released) under their subjects.
+- ``check``: each format as it is now against the latest version registered under its
+  subject; an incompatible one is reported with the fields it changes. CI registers the
+  released versions in a fresh registry and checks today's against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from loginpipe import schemas
+from loginpipe.exceptions import ConfigError, DependencyUnavailable
+from loginpipe.settings import SchemaSettings
+
+COMPATIBILITY = "BACKWARD"
+NOT_FOUND = (40401, 40403)  # subject not found, schema not found
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    subject: str
+    version: int
+    schema_id: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    subject: str
+    against: int | None  # the registered version checked against; None: nothing registered
+    compatible: bool
+    changes: tuple[str, ...] = ()
+
+    def message(self) -> str:
+        if self.against is None:
+            return f"{self.name}: nothing registered under {self.subject} yet: nothing to break"
+        if self.compatible:
+            return f"{self.name}: compatible ({COMPATIBILITY}) with {self.subject} v{self.against}"
+        fields = "; ".join(self.changes) or "the registry does not say which field"
+        return (
+            f"{self.name}: INCOMPATIBLE ({COMPATIBILITY}) with {self.subject} version "
+            f"{self.against}: {fields}. Readers of the old records could fail: keep the change "
+            "compatible (no field newly required, no type, enum or bound narrowed; as the formats "
+            "keep unknown fields, even a newly documented one counts), or give the format a new "
+            "topic"
+        )
+
+
+def subjects(s: SchemaSettings) -> dict[str, str]:
+    """Each format's subject: its topic's, with the configured prefix."""
+    topic = {
+        "login-event": s.topic_input,
+        "processed-event": s.topic_processed,
+        "error-envelope": s.topic_errors,
+    }
+    return {name: f"{s.schema_subject_prefix}{topic[name]}-value" for name in schemas.VERSIONS}
+
+
+def client(s: SchemaSettings) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": s.schema_registry_url, "timeout": 10})
+
+
+def _unavailable(s: SchemaSettings, exc: Exception) -> DependencyUnavailable:
+    if isinstance(exc, SchemaRegistryError):  # it answered, with an error
+        return DependencyUnavailable(
+            f"schema registry at {s.schema_registry_url} answered HTTP {exc.http_status_code} "
+            f"(error code {exc.error_code}): {exc.error_message}"
+        )
+    return DependencyUnavailable(
+        f"schema registry at {s.schema_registry_url} failed: {exc}. Is it running "
+        "(hack/registry.sh start, or make infra-up REGISTRY=1)? LOGINPIPE_SCHEMA_REGISTRY_URL "
+        "sets where it is (Apicurio: .../apis/ccompat/v7)"
+    )
+
+
+def register(
+    s: SchemaSettings, *, released: bool = False, reg: SchemaRegistryClient | None = None
+) -> list[Registered]:
+    """Register every format under its subject (BACKWARD), as it is now or as released."""
+    if reg is None:
+        with client(s) as own:
+            return register(s, released=released, reg=own)
+    versions = schemas.released() if released else None
+    out = []
+    try:
+        for name, subject in subjects(s).items():
+            version = versions[name]["version"] if versions else None
+            text = schemas.text(name, version)
+            reg.set_compatibility(subject, COMPATIBILITY)
+            schema_id = reg.register_schema(subject, Schema(text, "JSON"))
+            got = reg.lookup_schema(subject, Schema(text, "JSON"))
+            out.append(Registered(name, subject, int(got.version or 0), schema_id))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == 409:
+            raise ConfigError(
+                f"the registry refuses a format as incompatible with what it holds: {exc}; "
+                "run `loginpipe schemas check` to see which fields"
+            ) from None
+        raise _unavailable(s, exc) from None
+    except Exception as exc:  # the client's transport errors (httpx) and the like
+        raise _unavailable(s, exc) from None
+    return out
+
+
+def check(
+    s: SchemaSettings,
+    candidates: dict[str, str] | None = None,
+    reg: SchemaRegistryClient | None = None,
+) -> list[Verdict]:
+    """Each format as it is now (or a candidate text) against its subject's latest version."""
+    if reg is None:
+        with client(s) as own:
+            return check(s, candidates, own)
+    out = []
+    try:
+        for name, subject in subjects(s).items():
+            text = (candidates or {}).get(name) or schemas.text(name)
+            try:
+                latest = reg.get_latest_version(subject)
+            except SchemaRegistryError as exc:
+                if exc.error_code in NOT_FOUND or exc.http_status_code == 404:
+                    out.append(Verdict(name, subject, None, True))
+                    continue
+                raise
+            ok = reg.test_compatibility(subject, Schema(text, "JSON"), "latest")
+            changes: tuple[str, ...] = ()
+            if not ok:
+                old: dict[str, Any] = json.loads(latest.schema.schema_str or "{}")
+                changes = tuple(schemas.changed_fields(old, json.loads(text)))
+            out.append(Verdict(name, subject, int(latest.version or 0), ok, changes))
+    except SchemaRegistryError as exc:
+        raise _unavailable(s, exc) from None
+    except (ConfigError, DependencyUnavailable):
+        raise
+    except Exception as exc:
+        raise _unavailable(s, exc) from None
+    return out

@@ -1,0 +1,226 @@
+"""The formats in a real Apicurio Registry (hack/registry.sh) on the real broker, through its
+Confluent-compatible API and confluent-kafka-python's client: register, fetch by id, the wire
+format, BACKWARD compatibility, the CI gate, and schemas kept across a restart (KafkaSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from loginpipe import schema_registry, schemas
+from loginpipe.settings import SchemaSettings, load
+from loginpipe.validation import Valid, validate
+from tests.conftest import require
+from tests.integration.conftest import ROOT, SERVICES, free_port
+
+pytestmark = pytest.mark.integration
+SCRIPT = str(ROOT / "hack/registry.sh")
+
+
+@dataclass
+class Registry:
+    env: dict[str, str]
+    url: str
+
+    def script(self, cmd: str) -> None:
+        subprocess.run([SCRIPT, cmd], env=self.env, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def registry(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    java = subprocess.run([SCRIPT, "java"], capture_output=True, text=True, check=False)
+    require(java.returncode == 0, "no Java 21+ for the schema registry (set REGISTRY_JAVA_HOME)")
+    fetched = subprocess.run([SCRIPT, "fetched"], check=False).returncode == 0
+    require(fetched, "the schema registry is not fetched: run `hack/registry.sh fetch`")
+    port = free_port()
+    env = {
+        **os.environ,
+        "REGISTRY_PORT": str(port),
+        "REGISTRY_MANAGEMENT_PORT": str(free_port()),
+        "REGISTRY_KAFKA": kafka_bootstrap,
+        "REGISTRY_DATA_DIR": str(tmp_path_factory.mktemp("registry")),
+    }
+    reg = Registry(env, f"http://127.0.0.1:{port}/apis/ccompat/v7")
+    reg.script("start")
+    try:
+        yield reg
+    finally:
+        subprocess.run([SCRIPT, "stop"], env=env, check=False, capture_output=True)
+
+
+def settings(registry: Registry, prefix: str) -> SchemaSettings:
+    return load(
+        SchemaSettings,
+        {
+            "LOGINPIPE_SCHEMA_REGISTRY_URL": registry.url,
+            "LOGINPIPE_SCHEMA_SUBJECT_PREFIX": prefix,
+        },
+    )
+
+
+@pytest.fixture
+def registry_client() -> Iterator[Callable[[Registry], SchemaRegistryClient]]:
+    made: list[SchemaRegistryClient] = []
+
+    def make(registry: Registry) -> SchemaRegistryClient:
+        made.append(SchemaRegistryClient({"url": registry.url}))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}-"
+
+
+def run_cli(registry: Registry, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGINPIPE_")}
+    env.update(
+        {
+            "PYTHONPATH": str(SERVICES),
+            "LOGINPIPE_SCHEMA_REGISTRY_URL": registry.url,
+            "LOGINPIPE_SCHEMA_SUBJECT_PREFIX": prefix,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "loginpipe", "schemas", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def incompatible_processed_event(tmp_path: Path) -> Path:
+    """processed-event v2 as a careless change would make it: locale required, non-null."""
+    doc = schemas.load("processed-event")
+    doc["properties"]["locale"] = {"type": "string", "minLength": 2}
+    doc["properties"]["session_id"] = {"type": "string"}
+    doc["required"] = [*doc["required"], "session_id"]
+    path = tmp_path / "processed-event.v2.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_the_formats_register_under_their_topics_subjects_and_a_record_round_trips(
+    registry: Registry, prefix: str, registry_client: Any
+) -> None:
+    s = settings(registry, prefix)
+    done = {r.name: r for r in schema_registry.register(s)}
+    assert set(done) == set(schemas.VERSIONS)
+    assert done["processed-event"].subject == f"{prefix}user-login-processed-value"
+    client = registry_client(registry)
+    for r in done.values():  # fetched by id: the same document
+        assert json.loads(client.get_schema(r.schema_id).schema_str) == schemas.load(r.name)
+        assert client.get_compatibility(r.subject) == "BACKWARD"
+    # Registering again changes nothing: same version, same id.
+    again = {r.name: r for r in schema_registry.register(s)}
+    assert {n: (r.version, r.schema_id) for n, r in again.items()} == {
+        n: (r.version, r.schema_id) for n, r in done.items()
+    }
+
+    # The wire format: magic byte 0, the schema id, then the JSON, as Confluent's clients read.
+    raw = orjson.dumps(
+        {
+            "user_id": "u1",
+            "app_version": "2.3.0",
+            "device_type": "iOS",
+            "ip": "10.0.0.1",
+            "timestamp": "1764000000",
+        }
+    )
+    result = validate(raw)
+    assert isinstance(result, Valid)
+    event = orjson.loads(result.value)
+    topic = f"{prefix}user-login-processed"
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    text = schemas.text("processed-event")
+    ser = JSONSerializer(
+        text, client, conf={"auto.register.schemas": False, "use.latest.version": True}
+    )
+    wire = ser(event, ctx)
+    assert wire is not None and wire[0] == 0
+    assert int.from_bytes(wire[1:5], "big") == done["processed-event"].schema_id
+    assert JSONDeserializer(text, schema_registry_client=client)(wire, ctx) == event
+    # A record off the contract is refused before it is sent.
+    with pytest.raises(Exception, match="'iOS' is not one of"):
+        ser({**event, "device_type": "iOS"}, ctx)
+
+
+def test_an_incompatible_version_is_refused_by_the_registry_with_409(
+    registry: Registry, prefix: str, registry_client: Any, tmp_path: Path
+) -> None:
+    s = settings(registry, prefix)
+    schema_registry.register(s)
+    client = registry_client(registry)
+    subject = schema_registry.subjects(s)["processed-event"]
+    v2 = incompatible_processed_event(tmp_path).read_text()
+    assert client.test_compatibility(subject, Schema(v2, "JSON")) is False
+    with pytest.raises(SchemaRegistryError) as err:
+        client.register_schema(subject, Schema(v2, "JSON"))
+    assert err.value.http_status_code == 409
+
+
+def test_the_ci_gate_passes_todays_formats_and_fails_an_incompatible_one_naming_its_fields(
+    registry: Registry, prefix: str, tmp_path: Path
+) -> None:
+    # CI's steps: the released versions into a fresh registry, then today's checked against them.
+    reg = run_cli(registry, prefix, "register", "--released")
+    assert reg.returncode == 0, reg.stderr
+    assert f"{prefix}user-login-errors-value version 1" in reg.stdout
+    ok = run_cli(registry, prefix, "check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("compatible (BACKWARD)") == 3
+
+    bad = run_cli(
+        registry,
+        prefix,
+        "check",
+        "--schema",
+        f"processed-event={incompatible_processed_event(tmp_path)}",
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    line = next(x for x in bad.stdout.splitlines() if x.startswith("processed-event"))
+    assert "INCOMPATIBLE (BACKWARD)" in line
+    assert "session_id: now required" in line and "locale: type" in line
+    # The other two formats are still fine.
+    assert bad.stdout.count("compatible (BACKWARD)") == 2
+
+
+def test_the_registry_keeps_its_schemas_across_a_restart(
+    registry: Registry, prefix: str, registry_client: Any
+) -> None:
+    s = settings(registry, prefix)
+    before = {r.name: r.schema_id for r in schema_registry.register(s)}
+    registry.script("stop")
+    registry.script("start")  # KafkaSQL: it replays its journal topic from the broker
+    client = registry_client(registry)
+    for name, schema_id in before.items():
+        assert json.loads(client.get_schema(schema_id).schema_str) == schemas.load(name)
+    assert {r.name: r.schema_id for r in schema_registry.register(s)} == before
+
+
+def test_a_registry_that_is_not_there_is_a_clear_error(prefix: str) -> None:
+    dead = Registry({}, f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
+    out = run_cli(dead, prefix, "register")
+    assert out.returncode == 3
+    assert "schema registry at http://127.0.0.1:" in out.stderr
+    assert "hack/registry.sh start" in out.stderr
