@@ -243,10 +243,9 @@ class Aggregator:
         self.uncommitted = {}
         self.last_commit = now
         try:
-            if final:  # the process ends: wait for it
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-            else:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
+            # Asynchronous, at exit too: close() waits for commits in flight, within its own
+            # bounds; a synchronous one could eat the grace period with the broker away.
+            self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             log.debug("offset commit for monitoring failed", extra={"error": str(exc)})
 

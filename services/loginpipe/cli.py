@@ -308,9 +308,14 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         try:
             with open(path, encoding="utf-8") as f:
                 candidates[name] = f.read()
+            doc = json.loads(candidates[name])
         except OSError as exc:
             raise ConfigError(f"--schema {spec!r}: {exc.strerror}") from None
-    verdicts = schema_registry.check(s, candidates)
+        except ValueError as exc:
+            raise ConfigError(f"--schema {spec!r}: not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"--schema {spec!r}: a JSON Schema is an object")
+    verdicts = schema_registry.check(s, candidates, released=args.released)
     for v in verdicts:
         sys.stdout.write(v.message() + "\n")
     return 0 if all(v.compatible for v in verdicts) else 1
@@ -477,7 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fields of an incompatible change.",
     )
     sc.add_argument("action", choices=("list", "register", "check"))
-    sc.add_argument("--released", action="store_true", help="register: the released versions")
+    sc.add_argument(
+        "--released",
+        action="store_true",
+        help="register: the released versions; check: against the released versions (which "
+        "must be registered), not the latest",
+    )
     sc.add_argument(
         "--schema",
         action="append",

@@ -108,7 +108,9 @@ class Router:
             "health": self.health,
             "stopper": self.stopper,
             "failure_budget_seconds": s.failure_budget_seconds,
-            "pacer": CommitPacer(s.commit_interval_ms / 1000.0, s.max_commit_interval_ms / 1000.0),
+            "pacer": CommitPacer(
+                s.commit_interval_ms / 1000.0, s.commit_interval_bound_ms / 1000.0
+            ),
             "positions_reset": self.rebalances.revoked,
         }
         if self.exactly_once:
@@ -261,7 +263,14 @@ class Router:
         if len(msgs) >= self.s.batch_size:
             window.behind = True  # a full batch: more is waiting (the commit pacer's signal)
         producer = window.producer
-        records = self._validate(msgs, window.valid, window.invalid, window.next_offsets)
+        # The batch's counts and next offsets join the window only once all of it is produced:
+        # a batch that fails halfway (a fatal error, a stop with the queue full) must not
+        # commit the offsets of records never sent (at least once commits what the window
+        # holds when the consumer closes).
+        valid: Counter[str] = Counter()
+        invalid: Counter[str] = Counter()
+        nxt: dict[int, int] = {}
+        records = self._validate(msgs, valid, invalid, nxt)
         validated = time.perf_counter()
         try:
             self._produce_all(producer, records)
@@ -271,6 +280,9 @@ class Router:
                 raise
             window.failed(err, "producing")
             return
+        window.valid.update(valid)
+        window.invalid.update(invalid)
+        window.next_offsets.update(nxt)
         producer.poll(0)
         done = time.perf_counter()
         self._seconds_validate.inc(validated - started)

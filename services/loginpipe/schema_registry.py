@@ -99,7 +99,7 @@ def register(
         for name, subject in subjects(s).items():
             version = versions[name]["version"] if versions else None
             text = schemas.text(name, version)
-            reg.set_compatibility(subject, COMPATIBILITY)
+            _ensure_compatibility(reg, subject)
             schema_id = reg.register_schema(subject, Schema(text, "JSON"))
             got = reg.lookup_schema(subject, Schema(text, "JSON"))
             out.append(Registered(name, subject, int(got.version or 0), schema_id))
@@ -115,32 +115,54 @@ def register(
     return out
 
 
+def _ensure_compatibility(reg: SchemaRegistryClient, subject: str) -> None:
+    """BACKWARD for a subject that has no level of its own; an operator's level is kept."""
+    try:
+        level = reg.get_compatibility(subject)
+    except SchemaRegistryError as exc:
+        if exc.http_status_code != 404:
+            raise
+        level = None
+    if not level or level.upper() == "NONE":
+        reg.set_compatibility(subject, COMPATIBILITY)
+
+
 def check(
     s: SchemaSettings,
     candidates: dict[str, str] | None = None,
     reg: SchemaRegistryClient | None = None,
+    *,
+    released: bool = False,
 ) -> list[Verdict]:
-    """Each format as it is now (or a candidate text) against its subject's latest version."""
+    """Each format as it is now (or a candidate text) against its subject's latest version,
+    or with ``released`` against the version that holds the released schema (the CI gate)."""
     if reg is None:
         with client(s) as own:
-            return check(s, candidates, own)
+            return check(s, candidates, own, released=released)
+    versions = schemas.released() if released else None
     out = []
     try:
         for name, subject in subjects(s).items():
-            text = (candidates or {}).get(name) or schemas.text(name)
+            text = candidates[name] if candidates and name in candidates else schemas.text(name)
             try:
                 latest = reg.get_latest_version(subject)
             except SchemaRegistryError as exc:
-                if exc.error_code in NOT_FOUND or exc.http_status_code == 404:
+                # Only the registry's own "no such subject": a 404 from a wrong URL is an error.
+                if exc.error_code in NOT_FOUND:
                     out.append(Verdict(name, subject, None, True))
                     continue
                 raise
-            ok = reg.test_compatibility(subject, Schema(text, "JSON"), "latest")
+            against, old_text = int(latest.version or 0), latest.schema.schema_str or "{}"
+            if versions:
+                old_text = schemas.text(name, versions[name]["version"])
+                found = reg.lookup_schema(subject, Schema(old_text, "JSON"))
+                against = int(found.version or 0)
+            ok = reg.test_compatibility(subject, Schema(text, "JSON"), against)
             changes: tuple[str, ...] = ()
             if not ok:
-                old: dict[str, Any] = json.loads(latest.schema.schema_str or "{}")
+                old: dict[str, Any] = json.loads(old_text)
                 changes = tuple(schemas.changed_fields(old, json.loads(text)))
-            out.append(Verdict(name, subject, int(latest.version or 0), ok, changes))
+            out.append(Verdict(name, subject, against, ok, changes))
     except SchemaRegistryError as exc:
         raise _unavailable(s, exc) from None
     except (ConfigError, DependencyUnavailable):

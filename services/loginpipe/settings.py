@@ -317,12 +317,19 @@ class ConsumerSettings(CommonSettings):
     )
     max_commit_interval_ms: int = setting(
         "CONSUMER_MAX_COMMIT_INTERVAL_MS",
-        1000,
+        0,
         "Longest the commit interval may grow to while commits are slow (a loaded broker) and "
         "a backlog waits, so that commits stall the loop about a tenth of the time; the "
-        "latency bound under load. Equal to the commit interval: never grows.",
-        minimum=1,
+        "latency bound under load. 0: the larger of 1000 and the commit interval. Equal to "
+        "the commit interval: never grows.",
+        minimum=0,
     )
+
+    @property
+    def commit_interval_bound_ms(self) -> int:
+        """The commit interval's upper bound in effect (0 stands for the default)."""
+        return self.max_commit_interval_ms or max(1000, self.commit_interval_ms)
+
     failure_budget_seconds: float = setting(
         "CONSUMER_FAILURE_BUDGET_SECONDS",
         120.0,
@@ -341,23 +348,6 @@ class ConsumerSettings(CommonSettings):
 
     def validate(self) -> None:
         super().validate()
-        if self.max_commit_interval_ms < self.commit_interval_ms:
-            raise ConfigError(
-                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is "
-                f"below LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms}: the "
-                "interval grows from the second up to the first; set the maximum at least as "
-                "high (equal: a fixed interval)"
-            )
-        if (
-            self.delivery == "exactly_once"
-            and self.max_commit_interval_ms >= self.transaction_timeout_ms
-        ):
-            raise ConfigError(
-                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is not "
-                f"below LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: "
-                "the broker would abort a transaction kept open that long; set the maximum well "
-                "below the transaction timeout (defaults: 1000 and 60000)"
-            )
         if (
             self.delivery == "exactly_once"
             and self.commit_interval_ms >= self.transaction_timeout_ms
@@ -367,6 +357,24 @@ class ConsumerSettings(CommonSettings):
                 f"LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: the "
                 "broker would abort every transaction before the consumer commits it; set the "
                 "commit interval well below the transaction timeout (defaults: 100 and 60000)"
+            )
+        if 0 < self.max_commit_interval_ms < self.commit_interval_ms:
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is "
+                f"below LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms}: the "
+                "interval grows from the second up to the first; set the maximum at least as "
+                "high (equal: a fixed interval; 0: the larger of 1000 and the interval)"
+            )
+        if (
+            self.delivery == "exactly_once"
+            and self.commit_interval_bound_ms >= self.transaction_timeout_ms
+        ):
+            raise ConfigError(
+                f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} (in "
+                f"effect {self.commit_interval_bound_ms}) is not below "
+                f"LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: the "
+                "broker would abort a transaction kept open that long; set the maximum well "
+                "below the transaction timeout"
             )
 
     def default_transactional_id(self) -> str:

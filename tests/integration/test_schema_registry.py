@@ -186,7 +186,7 @@ def test_the_ci_gate_passes_todays_formats_and_fails_an_incompatible_one_naming_
     reg = run_cli(registry, prefix, "register", "--released")
     assert reg.returncode == 0, reg.stderr
     assert f"{prefix}user-login-errors-value version 1" in reg.stdout
-    ok = run_cli(registry, prefix, "check")
+    ok = run_cli(registry, prefix, "check", "--released")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("compatible (BACKWARD)") == 3
 
@@ -194,6 +194,7 @@ def test_the_ci_gate_passes_todays_formats_and_fails_an_incompatible_one_naming_
         registry,
         prefix,
         "check",
+        "--released",
         "--schema",
         f"processed-event={incompatible_processed_event(tmp_path)}",
     )
@@ -224,3 +225,18 @@ def test_a_registry_that_is_not_there_is_a_clear_error(prefix: str) -> None:
     assert out.returncode == 3
     assert "schema registry at http://127.0.0.1:" in out.stderr
     assert "hack/registry.sh start" in out.stderr
+
+
+def test_an_operators_compatibility_level_is_kept_and_a_wrong_url_is_an_error(
+    registry: Registry, prefix: str, registry_client: Any
+) -> None:
+    s = settings(registry, prefix)
+    client = registry_client(registry)
+    subject = schema_registry.subjects(s)["error-envelope"]
+    client.set_compatibility(subject, "FULL")
+    schema_registry.register(s)
+    assert client.get_compatibility(subject) == "FULL"
+    # The registry's base URL without /apis/ccompat/v7: its 404s are not "nothing registered".
+    wrong = run_cli(Registry({}, registry.url.removesuffix("/apis/ccompat/v7")), prefix, "check")
+    assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+    assert "answered HTTP 404" in wrong.stderr

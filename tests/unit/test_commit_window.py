@@ -423,3 +423,57 @@ def test_a_slow_commit_lengthens_the_next_window_and_the_interval_is_exported(
     route(w, (0, 11))
     w.commit()
     assert w.interval == 0.1 and not w.behind
+
+
+class Msg:
+    """A consumed message as the hot path reads it."""
+
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        self.p, self.o, self.v = partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def value(self) -> bytes:
+        return self.v
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+def test_at_least_once_a_batch_that_fails_halfway_commits_no_offset_it_did_not_send() -> None:
+    """A stop with the queue full fails the third produce of five: the close commits only
+    what went out before this batch, so the restart reads all five again (none is lost)."""
+    from loginpipe.consumer import Router
+    from loginpipe.settings import ConsumerSettings, load
+
+    w, (p,), c = make(AckedWindow)
+    sent: list[bytes] = []
+
+    def produce(topic: str, value: bytes, key: bytes, headers: Any = None) -> None:
+        if len(sent) == 2 + 1:  # the first batch's record, then two of the second
+            raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, "stopping with a full queue"))
+        sent.append(value)
+
+    p.produce = produce  # type: ignore[attr-defined]
+    p.poll = lambda timeout: 0  # type: ignore[attr-defined]
+    s = load(ConsumerSettings, {"LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+    router = Router(s, w.metrics, w.health, w.stopper)
+    router.window = w
+    router._process([Msg(0, 9, b"not json")], w)  # a first batch, sent whole
+    with pytest.raises(KafkaException):
+        router._process([Msg(0, 10 + i, b"not json") for i in range(5)], w)
+    # What run() does on the way out: abort_on_exit, then close() revokes: commit.
+    w.abort_on_exit()
+    router._on_revoke(c, [])  # type: ignore[arg-type]
+    assert c.commits == [[(0, 10)]]  # the first batch only: offsets 10-14 are read again
+    assert sample(w, "loginpipe_events_invalid_total", reason="malformed_json") == 1

@@ -179,15 +179,18 @@ def test_a_commit_interval_not_below_the_transaction_timeout_fails() -> None:
     }
     with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS"):
         load(ConsumerSettings, env)
+    with pytest.raises(ConfigError, match="is not below") as err:
+        load(ConsumerSettings, env)
+    assert "LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS=60000 is not below" in str(err.value)
     # At-least-once has no transactions: the pair does not matter there.
-    load(
-        ConsumerSettings,
-        {
-            **env,
-            "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once",
-            "LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS": "60000",
-        },
-    )
+    load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+
+
+def test_the_commit_intervals_bound_defaults_to_a_second_or_the_interval_if_longer() -> None:
+    assert load(ConsumerSettings, {}).commit_interval_bound_ms == 1000
+    # A deployment with a long interval keeps starting (the bound follows it), as before.
+    long = load(ConsumerSettings, {"LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS": "2000"})
+    assert long.commit_interval_bound_ms == 2000
 
 
 def test_a_commit_interval_bound_below_the_interval_or_past_the_timeout_fails() -> None:
@@ -200,7 +203,7 @@ def test_a_commit_interval_bound_below_the_interval_or_past_the_timeout_fails() 
     with pytest.raises(ConfigError, match="is not below LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT"):
         load(ConsumerSettings, env)
     s = load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
-    assert (s.commit_interval_ms, s.max_commit_interval_ms) == (100, 20000)
+    assert (s.commit_interval_ms, s.commit_interval_bound_ms) == (100, 20000)
 
 
 def test_a_secret_can_come_from_a_file_and_never_from_both(tmp_path) -> None:

@@ -56,12 +56,22 @@ _CONSTRAINTS = (
     "format",
     "anyOf",
     "oneOf",
+    "allOf",
+    "not",
     "minLength",
     "maxLength",
     "minimum",
     "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
     "minItems",
+    "maxItems",
+    "uniqueItems",
     "items",
+    "minProperties",
+    "maxProperties",
+    "dependencies",
     "$ref",
 )
 
@@ -84,6 +94,10 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any], path: str = "") -> 
         out.append(f"{path}{f}: added")
     for f in sorted(set(old_props) & set(new_props)):
         a, b = old_props[f], new_props[f]
+        if not (isinstance(a, dict) and isinstance(b, dict)):  # boolean schemas
+            if a != b:
+                out.append(f"{path}{f}: changed")
+            continue
         diffs = [k for k in _CONSTRAINTS if a.get(k) != b.get(k)]
         if diffs:
             out.append(f"{path}{f}: {', '.join(diffs)} changed")
