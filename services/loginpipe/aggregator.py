@@ -182,12 +182,12 @@ class Aggregator:
                 self.health.beat()
                 if msgs:
                     self._apply_batch(msgs)
-                self._commit_for_monitoring(idle=not msgs)
+                self._commit_for_monitoring(now=not msgs)
                 self._maybe_log()
         finally:
             self.health.set_ready(False, "stopping")
             try:
-                self._commit_for_monitoring(final=True)
+                self._commit_for_monitoring(now=True)
                 self.consumer.close()
             except Exception as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
@@ -225,8 +225,9 @@ class Aggregator:
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self.metrics.last_success.set(time.time())
 
-    def _commit_for_monitoring(self, *, idle: bool = False, final: bool = False) -> None:
-        """Commit the applied offsets to Kafka: at most once a second while busy, at once idle.
+    def _commit_for_monitoring(self, *, now: bool = False) -> None:
+        """Commit the applied offsets to Kafka: at most once a second while busy, or ``now``
+        (idle, a revoke, the exit).
 
         Redis is the source of truth (each partition's position is stored with its counts);
         this commit only makes the group's lag visible to monitoring and the autoscaler. One
@@ -235,13 +236,13 @@ class Aggregator:
         """
         if not self.uncommitted or self.consumer is None:
             return
-        now = time.monotonic()
-        if not (idle or final or now - self.last_commit >= MONITORING_COMMIT_SECONDS):
+        t = time.monotonic()
+        if not (now or t - self.last_commit >= MONITORING_COMMIT_SECONDS):
             return
         topic = self.s.topic_processed
         offsets = [TopicPartition(topic, p, o) for p, o in self.uncommitted.items()]
         self.uncommitted = {}
-        self.last_commit = now
+        self.last_commit = t
         try:
             # Asynchronous, at exit too: close() waits for commits in flight, within its own
             # bounds; a synchronous one could eat the grace period with the broker away.
@@ -364,6 +365,6 @@ class Aggregator:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
         self.rebalances.revoked(partitions)
-        self._commit_for_monitoring(idle=True)  # while they are still this member's
+        self._commit_for_monitoring(now=True)  # while they are still this member's
         self.positions = {}
         consumer.unassign()

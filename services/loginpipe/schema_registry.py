@@ -13,10 +13,13 @@ new schema can read every record written with the registered one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -69,49 +72,41 @@ def subjects(s: SchemaSettings) -> dict[str, str]:
     return {name: f"{s.schema_subject_prefix}{topic[name]}-value" for name in schemas.VERSIONS}
 
 
-def client(s: SchemaSettings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": s.schema_registry_url, "timeout": 10})
-
-
-def _unavailable(s: SchemaSettings, exc: Exception) -> DependencyUnavailable:
-    if isinstance(exc, SchemaRegistryError):  # it answered, with an error
-        return DependencyUnavailable(
+@contextlib.contextmanager
+def _talking_to(s: SchemaSettings) -> Iterator[SchemaRegistryClient]:
+    """A client for the registry; its errors as the CLI reports them (exit 2 or 3)."""
+    try:
+        with SchemaRegistryClient({"url": s.schema_registry_url, "timeout": 10}) as reg:
+            yield reg
+    except SchemaRegistryError as exc:  # it answered, with an error
+        if exc.http_status_code == 409:
+            raise ConfigError(
+                f"the registry refuses a format as incompatible with what it holds: "
+                f"{exc.error_message}; run `loginpipe schemas check` to see which fields"
+            ) from None
+        raise DependencyUnavailable(
             f"schema registry at {s.schema_registry_url} answered HTTP {exc.http_status_code} "
             f"(error code {exc.error_code}): {exc.error_message}"
-        )
-    return DependencyUnavailable(
-        f"schema registry at {s.schema_registry_url} failed: {exc}. Is it running "
-        "(hack/registry.sh start, or make infra-up REGISTRY=1)? LOGINPIPE_SCHEMA_REGISTRY_URL "
-        "sets where it is (Apicurio: .../apis/ccompat/v7)"
-    )
+        ) from None
+    except (httpx2.HTTPError, OSError) as exc:  # no answer
+        raise DependencyUnavailable(
+            f"schema registry at {s.schema_registry_url} failed: {exc}. Is it running "
+            "(hack/registry.sh start, or make infra-up REGISTRY=1)? "
+            "LOGINPIPE_SCHEMA_REGISTRY_URL sets where it is (Apicurio: .../apis/ccompat/v7)"
+        ) from None
 
 
-def register(
-    s: SchemaSettings, *, released: bool = False, reg: SchemaRegistryClient | None = None
-) -> list[Registered]:
+def register(s: SchemaSettings, *, released: bool = False) -> list[Registered]:
     """Register every format under its subject (BACKWARD), as it is now or as released."""
-    if reg is None:
-        with client(s) as own:
-            return register(s, released=released, reg=own)
     versions = schemas.released() if released else None
     out = []
-    try:
+    with _talking_to(s) as reg:
         for name, subject in subjects(s).items():
-            version = versions[name]["version"] if versions else None
-            text = schemas.text(name, version)
+            text = schemas.text(name, versions[name]["version"] if versions else None)
             _ensure_compatibility(reg, subject)
             schema_id = reg.register_schema(subject, Schema(text, "JSON"))
             got = reg.lookup_schema(subject, Schema(text, "JSON"))
             out.append(Registered(name, subject, int(got.version or 0), schema_id))
-    except SchemaRegistryError as exc:
-        if exc.http_status_code == 409:
-            raise ConfigError(
-                f"the registry refuses a format as incompatible with what it holds: {exc}; "
-                "run `loginpipe schemas check` to see which fields"
-            ) from None
-        raise _unavailable(s, exc) from None
-    except Exception as exc:  # the client's transport errors (httpx) and the like
-        raise _unavailable(s, exc) from None
     return out
 
 
@@ -128,20 +123,13 @@ def _ensure_compatibility(reg: SchemaRegistryClient, subject: str) -> None:
 
 
 def check(
-    s: SchemaSettings,
-    candidates: dict[str, str] | None = None,
-    reg: SchemaRegistryClient | None = None,
-    *,
-    released: bool = False,
+    s: SchemaSettings, candidates: dict[str, str] | None = None, *, released: bool = False
 ) -> list[Verdict]:
     """Each format as it is now (or a candidate text) against its subject's latest version,
     or with ``released`` against the version that holds the released schema (the CI gate)."""
-    if reg is None:
-        with client(s) as own:
-            return check(s, candidates, own, released=released)
     versions = schemas.released() if released else None
     out = []
-    try:
+    with _talking_to(s) as reg:
         for name, subject in subjects(s).items():
             text = candidates[name] if candidates and name in candidates else schemas.text(name)
             try:
@@ -163,10 +151,4 @@ def check(
                 old: dict[str, Any] = json.loads(old_text)
                 changes = tuple(schemas.changed_fields(old, json.loads(text)))
             out.append(Verdict(name, subject, against, ok, changes))
-    except SchemaRegistryError as exc:
-        raise _unavailable(s, exc) from None
-    except (ConfigError, DependencyUnavailable):
-        raise
-    except Exception as exc:
-        raise _unavailable(s, exc) from None
     return out

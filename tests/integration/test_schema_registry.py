@@ -19,7 +19,11 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.serialization import (
+    MessageField,
+    SerializationContext,
+    SerializationError,
+)
 
 from loginpipe import schema_registry, schemas
 from loginpipe.settings import SchemaSettings, load
@@ -161,7 +165,7 @@ def test_the_formats_register_under_their_topics_subjects_and_a_record_round_tri
     assert int.from_bytes(wire[1:5], "big") == done["processed-event"].schema_id
     assert JSONDeserializer(text, schema_registry_client=client)(wire, ctx) == event
     # A record off the contract is refused before it is sent.
-    with pytest.raises(Exception, match="'iOS' is not one of"):
+    with pytest.raises(SerializationError, match="'iOS' is not one of"):
         ser({**event, "device_type": "iOS"}, ctx)
 
 

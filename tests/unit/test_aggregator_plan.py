@@ -101,8 +101,8 @@ def test_the_aggregator_commits_offsets_for_monitoring_once_a_second_while_busy_
     agg._commit_for_monitoring()  # a second since the last: the latest offset of each
     assert consumer.commits == [([(0, 200), (1, 107)], True)]
     agg.uncommitted[1] = 300
-    agg._commit_for_monitoring(idle=True)  # nothing more came: at once, lag shows 0
-    agg._commit_for_monitoring(idle=True)  # nothing new: nothing sent
+    agg._commit_for_monitoring(now=True)  # nothing more came: at once, lag shows 0
+    agg._commit_for_monitoring(now=True)  # nothing new: nothing sent
     agg.uncommitted[1] = 301
-    agg._commit_for_monitoring(final=True)  # at exit: sent, for close() to finish
+    agg._commit_for_monitoring(now=True)  # at exit: sent, for close() to finish
     assert consumer.commits[1:] == [([(1, 300)], True), ([(1, 301)], True)]
