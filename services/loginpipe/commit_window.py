@@ -6,8 +6,10 @@ partition's next offset; the window owns the rest of the lifecycle:
 - exactly-once (``TransactionalWindow``): a Kafka transaction. ``open`` begins it, ``commit``
   sends the input offsets into it and commits; an abortable failure aborts it and rewinds the
   partitions it read; a fatal producer error gets a fresh producer (``replace_producer``).
-- at-least-once (``AckedWindow``): ``commit`` flushes every routed record, then commits the
-  input offsets; a failed delivery rewinds the same way.
+- at-least-once (``AckedWindow``): at the end of an interval the window is sealed and the loop
+  carries on at once; a sealed window's input offsets are committed (asynchronously, in
+  order) once every record it routed is acknowledged. ``commit`` (a revoke, the exit) flushes
+  and commits everything synchronously. A failed delivery rewinds the same way.
 
 Both share one retry policy: a failure backs off (0.1 s doubling to 5 s) with the service
 unready, is logged once per cause and counted, and after the failure budget the service
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +151,29 @@ class CommitWindow:
         """Make the open window durable; on a failure that a retry may mend, abort and rewind."""
         raise NotImplementedError
 
+    def rotate(self) -> None:
+        """The interval is over: make the window durable (at-least-once: on its way to)."""
+        self.commit()
+
+    def settle(self) -> None:
+        """Between batches: finish what ``rotate`` left in flight (at-least-once)."""
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything routed is not committed yet: what a revoke or the exit commits."""
+        return self.is_open
+
+    # The per-record delivery report the hot path passes to produce(), or None.
+    delivery_report: Callable[[KafkaError | None, Message], None] | None = None
+
+    def add(
+        self, valid: Counter[str], invalid: Counter[str], next_offsets: dict[int, int], n: int
+    ) -> None:
+        """A batch of ``n`` records, every one handed to the producer: into the window."""
+        self.valid.update(valid)
+        self.invalid.update(invalid)
+        self.next_offsets.update(next_offsets)
+
     def produce_failure_aborts(self, err: KafkaError) -> bool:
         """Whether an error raised by ``produce()`` fails just this window (abort, rewind)."""
         return False
@@ -199,9 +224,9 @@ class CommitWindow:
         """How long the window stays open (seconds)."""
         return self.pacer.interval
 
-    def _paced(self, commit_seconds: float) -> None:
+    def _paced(self, commit_seconds: float, behind: bool | None = None) -> None:
         before = self.pacer.interval
-        after = self.pacer.committed(commit_seconds, self.behind)
+        after = self.pacer.committed(commit_seconds, self.behind if behind is None else behind)
         if after != before:
             self.metrics.commit_interval.set(after)
             if after >= self.pacer.bound > before:
@@ -214,23 +239,27 @@ class CommitWindow:
                 )
 
     def _succeeded(self) -> None:
+        self._count_committed(self.valid, self.invalid)
+        self.reset()
+
+    def _count_committed(self, valid: Counter[str], invalid: Counter[str]) -> None:
+        """A window is durable: count it and what it routed."""
         m = self.metrics
         m.transactions.labels("committed").inc()
         if self.streak.succeeded():
             log.info("transactions succeed again")
             self.health.set_ready(True)
-        n_valid = sum(self.valid.values())
-        n_invalid = sum(self.invalid.values())
-        for d, c in self.valid.items():
+        n_valid = sum(valid.values())
+        n_invalid = sum(invalid.values())
+        for d, c in valid.items():
             m.events_valid.labels(d).inc(c)
-        for r, c in self.invalid.items():
+        for r, c in invalid.items():
             m.events_invalid.labels(r).inc(c)
         if n_valid:
             m.messages_produced.labels(self.processed_topic).inc(n_valid)
         if n_invalid:
             m.messages_produced.labels(self.errors_topic).inc(n_invalid)
         m.last_success.set(time.time())
-        self.reset()
 
     def failed(self, err: KafkaError, during: str) -> None:
         """The window failed: abort and rewind, back off, and give up once it keeps failing.
@@ -463,46 +492,165 @@ class TransactionalWindow(CommitWindow):
             super().close()
 
 
+class Deliveries:
+    """The delivery reports of one at-least-once window's records."""
+
+    __slots__ = ("errors", "on_error", "produced", "reported")
+
+    def __init__(self, on_error: Callable[[KafkaError, Message], None]) -> None:
+        self.produced = 0  # records handed to the producer (whole batches only)
+        self.reported = 0  # delivery reports received, successful or not
+        self.errors: list[KafkaError] = []
+        self.on_error = on_error
+
+    def report(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's per-record delivery report (served by poll or flush)."""
+        self.reported += 1
+        if err is not None:
+            self.errors.append(err)
+            self.on_error(err, msg)
+
+    @property
+    def done(self) -> bool:
+        return self.reported >= self.produced
+
+
+class Sealed:
+    """An at-least-once window whose interval is over, waiting for its acknowledgements."""
+
+    __slots__ = ("deliveries", "invalid", "next_offsets", "partitions", "valid")
+
+    def __init__(self, window: CommitWindow, deliveries: Deliveries) -> None:
+        self.next_offsets = dict(window.next_offsets)
+        self.partitions = set(window.partitions)
+        self.valid = Counter(window.valid)
+        self.invalid = Counter(window.invalid)
+        self.deliveries = deliveries
+
+
 class AckedWindow(CommitWindow):
-    """At-least-once: every routed record acknowledged, then the input offsets committed."""
+    """At-least-once: every routed record acknowledged, then the input offsets committed.
+
+    The loop never waits for the acknowledgements: ``rotate`` seals the window and opens the
+    next, and ``settle`` commits, in order, the offsets of each sealed window once all of its
+    records are acknowledged (an asynchronous commit: a later one, or the synchronous one of a
+    revoke or the exit, carries the same offsets if it fails). Waiting instead (a flush per
+    interval) stood the loop still for a linger and a round trip every interval, which showed
+    in the tail latency. A failed delivery fails every window from the failed one on: their
+    partitions are rewound to the committed offsets, so every input is routed again.
+    """
+
+    # Sealed windows in flight beyond which rotate() waits for the oldest (a broker away).
+    MAX_SEALED = 64
 
     def __init__(self, **kw: Any) -> None:
-        self.delivery_errors: list[KafkaError] = []
+        self.sealed: deque[Sealed] = deque()
         super().__init__(**kw)
+        self.deliveries = Deliveries(self._delivery_failed)
+        self.delivery_report = self.deliveries.report
 
-    def _new_producer(self) -> Producer:
-        return self.producer_factory({**self.producer_config, "on_delivery": self._on_delivery})
+    def _delivery_failed(self, err: KafkaError, msg: Message) -> None:
+        self.metrics.produce_errors.labels(msg.topic()).inc()
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.metrics.produce_errors.labels(msg.topic()).inc()
-            self.delivery_errors.append(err)
+    @property
+    def pending(self) -> bool:
+        return self.is_open or bool(self.sealed)
+
+    def open(self) -> None:
+        super().open()
+        self.deliveries = Deliveries(self._delivery_failed)
+        self.delivery_report = self.deliveries.report
+
+    def add(
+        self, valid: Counter[str], invalid: Counter[str], next_offsets: dict[int, int], n: int
+    ) -> None:
+        super().add(valid, invalid, next_offsets, n)
+        self.deliveries.produced += n
+
+    def _seal(self) -> None:
+        if self.is_open:
+            self.sealed.append(Sealed(self, self.deliveries))
+            self.reset()
+
+    def rotate(self) -> None:
+        t0 = time.perf_counter()
+        behind = self.behind
+        self._seal()
+        if len(self.sealed) > self.MAX_SEALED:  # acknowledgements stopped: wait, bounded
+            self.commit()
+            return
+        self.settle()
+        self._paced(time.perf_counter() - t0, behind)
+
+    def settle(self) -> None:
+        sealed = self.sealed
+        if not sealed:
+            return
+        self.producer.poll(0)  # serve the delivery reports
+        durable: dict[int, int] = {}
+        while sealed and sealed[0].deliveries.done:
+            head = sealed[0]
+            if head.deliveries.errors:
+                self._fail_all(head.deliveries.errors[0])
+                return
+            sealed.popleft()
+            durable.update(head.next_offsets)
+            self._count_committed(head.valid, head.invalid)
+        if durable:
+            t0 = time.perf_counter()
+            topic = self.input_topic
+            self.consumer.commit(
+                offsets=[TopicPartition(topic, p, o) for p, o in durable.items()],
+                asynchronous=True,
+            )
+            self.seconds("commit").inc(time.perf_counter() - t0)
+
+    def _fail_all(self, err: KafkaError) -> None:
+        """A delivery failed: no window from here on may commit; re-read them all."""
+        for s in self.sealed:
+            self.partitions.update(s.partitions)
+        self.sealed.clear()
+        self.failed(err, "delivering")
 
     def commit(self) -> None:
+        """Everything routed so far, synchronously: a revoke, the exit, a stuck pipeline."""
         producer, consumer = self.producer, self.consumer
-        offsets = self.offsets()
+        behind = self.behind
+        self._seal()
         t0 = time.perf_counter()
         remaining = producer.flush(TXN_OP_TIMEOUT)
-        if remaining or self.delivery_errors:
-            # Nothing of the window is committed: rewind and deliver it all again
+        errors = [e for s in self.sealed for e in s.deliveries.errors]
+        if remaining or errors:
+            # Nothing of these windows is committed: rewind and deliver it all again
             # (at-least-once: what was delivered before the failure comes twice).
-            failed = (
-                self.delivery_errors[0]
-                if self.delivery_errors
+            self._fail_all(
+                errors[0]
+                if errors
                 else KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records undelivered")
             )
-            self.delivery_errors.clear()
-            self.failed(failed, "delivering")
             return
         t1 = time.perf_counter()
+        offsets: dict[int, int] = {}
+        for s in self.sealed:
+            offsets.update(s.next_offsets)
+        topic = self.input_topic
         if offsets:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(
+                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                asynchronous=False,
+            )
         t2 = time.perf_counter()
         self.seconds("flush").inc(t1 - t0)
         self.seconds("commit").inc(t2 - t1)
-        self._paced(t2 - t0)
+        self._paced(t2 - t0, behind)
         if t2 - t0 > _SLOW_COMMIT:
             log.warning(
                 "slow commit", extra={"flush": round(t1 - t0, 3), "commit": round(t2 - t1, 3)}
             )
-        self._succeeded()
+        while self.sealed:
+            s = self.sealed.popleft()
+            self._count_committed(s.valid, s.invalid)
+
+    def lost(self) -> None:
+        self.sealed.clear()
+        super().lost()

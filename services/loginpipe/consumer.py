@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # One output record: topic, value, key, headers.
 Record = tuple[str, bytes, bytes | None, Any]
+# librdkafka's per-record delivery report: (error or None, message).
+DeliveryReport = Callable[[KafkaError | None, Message], None]
 
 # The smallest error-record limit the consumer starts with: an envelope of an input whose bytes
 # are all cut away still needs about 1 KiB, plus the record's own overhead.
@@ -183,7 +186,7 @@ class Router:
             )
             self._loop(window)
             # Clean stop: what was routed so far is complete, so commit it.
-            if window.is_open:
+            if window.pending:
                 window.commit()
         except KafkaException as exc:
             err: KafkaError = window.underlying(exc.args[0])
@@ -231,6 +234,8 @@ class Router:
                 interval = window.interval  # paced: longer while commits are slow
                 if window.is_open:
                     wait = max(0.0, min(0.5, window.opened_at + interval - time.monotonic()))
+                elif window.pending:  # sealed windows wait for acknowledgements
+                    wait = min(0.5, interval)
                 else:
                     wait = 0.5
                 t0 = time.perf_counter()
@@ -244,8 +249,9 @@ class Router:
                     break
                 if msgs:
                     self._process(msgs, window)
+                window.settle()
                 if window.is_open and time.monotonic() - window.opened_at >= interval:
-                    window.commit()
+                    window.rotate()
             except KafkaException as exc:
                 original: KafkaError = exc.args[0]
                 err = window.underlying(original)
@@ -274,16 +280,14 @@ class Router:
         records = self._validate(msgs, valid, invalid, nxt)
         validated = time.perf_counter()
         try:
-            self._produce_all(producer, records)
+            self._produce_all(producer, records, window.delivery_report)
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if not window.produce_failure_aborts(err):
                 raise
             window.failed(err, "producing")
             return
-        window.valid.update(valid)
-        window.invalid.update(invalid)
-        window.next_offsets.update(nxt)
+        window.add(valid, invalid, nxt, len(records))
         producer.poll(0)
         done = time.perf_counter()
         self._seconds_validate.inc(validated - validating)
@@ -357,22 +361,40 @@ class Router:
         headers = [(envelope.HEADER_REASON, result.reason.value)]
         return (errors_topic, body, envelope.record_key(key), headers)
 
-    def _produce_all(self, producer: Producer, records: list[Record]) -> None:
+    def _produce_all(
+        self, producer: Producer, records: list[Record], report: DeliveryReport | None
+    ) -> None:
         produce = producer.produce
+        if report is None:  # exactly-once: the transaction's commit is the acknowledgement
+            for topic, value, key, headers in records:
+                try:
+                    produce(topic, value, key, headers=headers)
+                except BufferError:
+                    self._produce_blocking(producer, topic, key, value, headers, None)
+            return
         for topic, value, key, headers in records:
             try:
-                produce(topic, value, key, headers=headers)
+                produce(topic, value, key, headers=headers, on_delivery=report)
             except BufferError:
-                self._produce_blocking(producer, topic, key, value, headers)
+                self._produce_blocking(producer, topic, key, value, headers, report)
 
     def _produce_blocking(
-        self, producer: Producer, topic: str, key: bytes | None, value: bytes, headers: list[Any]
+        self,
+        producer: Producer,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[Any],
+        report: DeliveryReport | None,
     ) -> None:
         """Produce, waiting for room when the local queue is full."""
         give_up = None
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers)
+                if report is None:
+                    producer.produce(topic, value, key, headers=headers)
+                else:
+                    producer.produce(topic, value, key, headers=headers, on_delivery=report)
                 return
             except BufferError:  # local queue full: let deliveries drain
                 if self.stopper.stopping:  # a stop while the broker is away must not hang
@@ -393,14 +415,14 @@ class Router:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
         self.rebalances.revoked(partitions)
         # Everything handed out so far has been routed: commit it before the partitions go.
-        if self.window is not None and self.window.is_open:
+        if self.window is not None and self.window.pending:
             self.window.commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
         self.rebalances.revoked(partitions)
         # Offsets can no longer be committed for these: abort; the new owner re-reads them.
-        if self.window is not None and self.window.is_open:
+        if self.window is not None and self.window.pending:
             self.window.lost()
 
     def _close(self) -> None:

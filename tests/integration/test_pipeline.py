@@ -107,6 +107,20 @@ def test_every_event_is_routed_exactly_once_and_counted_exactly(make_pipeline) -
     assert_exactly_once(pl)
 
 
+def committed_input(pl: Any) -> int:
+    """Input records the consumer group has committed, over every partition."""
+    return sum(max(o, 0) for o in pl.committed(pl.consumer_group, pl.input).values())
+
+
+def kill_once_it_commits(pl: Any, gen: Any, consumer: Any, round_: int, **env: str) -> Any:
+    """SIGKILL the consumer once it has committed more input; its replacement, started."""
+    floor = committed_input(pl)
+    wait_for("the consumer to commit more input", lambda: committed_input(pl) > floor, 60)
+    assert gen.running(), f"generator finished before kill round {round_}: raise the count"
+    consumer.kill()
+    return pl.service("consumer", "consume", **env).start()
+
+
 def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
     make_pipeline,
 ) -> None:
@@ -118,16 +132,9 @@ def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
     consumer = pl.service("consumer", "consume", **slow_commit).start()
     aggregator = pl.service("aggregator", "aggregate").start()
 
-    def routed() -> int:
-        return sum(max(o, 0) for o in pl.committed(pl.consumer_group, pl.input).values())
-
     # Kill each service twice while events are still flowing, then let them finish.
     for round_ in range(2):
-        floor = routed()
-        wait_for("the consumer to commit more input", lambda f=floor: routed() > f, timeout=60)
-        assert gen.running(), f"generator finished before kill round {round_}: raise the count"
-        consumer.kill()
-        consumer = pl.service("consumer", "consume", **slow_commit).start()
+        consumer = kill_once_it_commits(pl, gen, consumer, round_, **slow_commit)
 
         total = sum(pl.counts().values())
         wait_for("the aggregator to count more", lambda t=total: sum(pl.counts().values()) > t, 60)
@@ -157,6 +164,36 @@ def test_at_least_once_mode_loses_nothing(make_pipeline) -> None:
     }
     assert len(coords) == truth.invalid
     assert len({r.value for r in processed}) == truth.valid
+
+
+def test_at_least_once_mode_killed_mid_run_and_rebalanced_loses_nothing(make_pipeline) -> None:
+    """Sealed windows commit only once their records are acknowledged: a kill between a
+    window's produce and its commit, or a rebalance with windows in flight, re-reads them."""
+    pl = make_pipeline(partitions=3)
+    count = 20_000
+    gen = pl.service("generator", *generate_args(count=count, rate=2000)).start()
+    alo = {"LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"}
+    consumer = pl.service("consumer", "consume", **alo).start()
+
+    for round_ in range(2):
+        consumer = kill_once_it_commits(pl, gen, consumer, round_, **alo)
+    # A second consumer joins while windows are in flight: the revoke commits what they hold.
+    floor = committed_input(pl)
+    wait_for("the consumer to commit more input", lambda: committed_input(pl) > floor, 60)
+    second = pl.service("consumer", "consume", **alo).start()
+    assert gen.wait(60) == 0
+    # Every input committed: every output of it was acknowledged before its offset moved.
+    wait_for("every input committed", lambda: committed_input(pl) == count, 60)
+    truth, _ = expected_run(count)
+    processed = pl.read_all(pl.processed, expected=truth.valid)
+    errors = pl.read_all(pl.errors, expected=truth.invalid)
+    assert len({r.value for r in processed}) == truth.valid
+    coords = {
+        (orjson.loads(r.value)["source"]["partition"], orjson.loads(r.value)["source"]["offset"])
+        for r in errors
+    }
+    assert len(coords) == truth.invalid
+    assert consumer.running() and second.running()
 
 
 def test_sigterm_stops_every_service_cleanly_and_commits_what_it_routed(make_pipeline) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,6 +44,9 @@ class FakeProducer:
         self.calls: list[str] = []
         self.fail: dict[str, list[KafkaError]] = {}
         self.unflushed = 0
+        # Records sent, and those the broker has answered (served by the next poll or flush).
+        self.in_flight: list[tuple[Any, _Msg]] = []
+        self.answered: list[tuple[Any, _Msg, KafkaError | None]] = []
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -69,9 +73,35 @@ class FakeProducer:
     def purge(self) -> None:
         self._call("purge")
 
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: Any = None,
+        on_delivery: Any = None,
+    ) -> None:
+        self.in_flight.append((on_delivery, _Msg(topic)))
+
+    def acknowledge(self, n: int, err: KafkaError | None = None) -> None:
+        """The broker answers the oldest ``n`` records in flight (with ``err``, if given)."""
+        answered, self.in_flight = self.in_flight[:n], self.in_flight[n:]
+        self.answered += [(cb, msg, err) for cb, msg in answered]
+
+    def poll(self, timeout: float) -> int:
+        served, self.answered = self.answered, []
+        for cb, msg, err in served:
+            if cb is not None:
+                cb(err, msg)
+        return len(served)
+
     def flush(self, timeout: float) -> int:
         self._call("flush")
-        return self.unflushed
+        if self.unflushed:
+            return self.unflushed
+        self.acknowledge(len(self.in_flight))
+        self.poll(0)
+        return 0
 
 
 class FakeConsumer:
@@ -80,6 +110,7 @@ class FakeConsumer:
         self.committed_offsets = committed
         self.seeks: list[tuple[int, int]] = []
         self.commits: list[list[tuple[int, int]]] = []
+        self.asynchronous: list[bool] = []
         self.committed_error: KafkaError | None = None
 
     def assignment(self) -> list[TopicPartition]:
@@ -104,6 +135,7 @@ class FakeConsumer:
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+        self.asynchronous.append(asynchronous)
 
 
 class NoWaitStopper(Stopper):
@@ -158,13 +190,13 @@ def make(
 
 
 def route(window: Any, *records: tuple[int, int], valid: str = "ios") -> None:
-    """What the hot path does for each routed input record (partition, offset)."""
+    """What the hot path does for a batch of input records (partition, offset)."""
     if not window.is_open:
         window.open()
     for p, o in records:
         window.partitions.add(p)
-        window.next_offsets[p] = o + 1
-        window.valid[valid] += 1
+        window.producer.produce("processed", b"{}", on_delivery=window.delivery_report)
+        window.add(Counter({valid: 1}), Counter(), {p: o + 1}, 1)
 
 
 def sample(window: Any, name: str, **labels: str) -> float:
@@ -318,20 +350,79 @@ def test_a_transaction_timeout_the_broker_refuses_is_a_configuration_error() -> 
 
 def test_at_least_once_commits_the_offsets_only_after_every_record_is_delivered() -> None:
     w, (p,), c = make(AckedWindow)
-    assert "on_delivery" in p.conf
     route(w, (0, 10), (1, 20))
-    w.commit()
-    assert p.calls == ["flush"]
+    w.rotate()  # the interval is over: sealed, and the loop carries on without waiting
+    assert not w.is_open and w.pending and c.commits == [] and "flush" not in p.calls
+    p.acknowledge(1)
+    w.settle()
+    assert c.commits == []  # one of its two records is still unacknowledged
+    p.acknowledge(1)
+    w.settle()
+    assert sorted(c.commits[0]) == [(0, 11), (1, 21)] and c.asynchronous == [True]
+    assert not w.pending and "flush" not in p.calls
+    assert sample(w, "loginpipe_events_valid_total", device_type="ios") == 2
+
+
+def test_at_least_once_windows_commit_in_order_whatever_order_records_are_acknowledged() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    route(w, (1, 20))
+    w.rotate()
+    p.in_flight.reverse()  # the second window's record is answered first
+    p.acknowledge(1)
+    w.settle()
+    assert c.commits == []  # the first window is not durable yet: neither may commit
+    p.acknowledge(1)
+    w.settle()
     assert sorted(c.commits[0]) == [(0, 11), (1, 21)]
+
+
+def test_at_least_once_a_failed_delivery_rewinds_its_window_and_every_later_one() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    route(w, (1, 20))
+    w.rotate()
+    route(w, (2, 30))  # the open window
+    p.acknowledge(1, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    p.acknowledge(2)
+    w.settle()
+    assert c.commits == [] and sorted(c.seeks) == [(0, 10), (1, 20), (2, 30)]
+    assert not w.pending
+    assert sample(w, "loginpipe_produce_errors_total", topic="processed") == 1
+    assert sample(w, "loginpipe_transaction_failures_total", cause="MSG_SIZE_TOO_LARGE") == 1
+
+
+def test_at_least_once_a_revoke_flushes_and_commits_the_sealed_and_the_open_windows() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    route(w, (0, 11), (1, 20))
+    w.commit()
+    assert p.calls == ["flush"] and c.asynchronous == [False]
+    assert sorted(c.commits[0]) == [(0, 12), (1, 21)] and not w.pending
+    assert sample(w, "loginpipe_transactions_total", result="committed") == 2
+
+
+def test_at_least_once_waits_for_the_oldest_window_once_too_many_are_unacknowledged() -> None:
+    w, (p,), c = make(AckedWindow)
+    for i in range(AckedWindow.MAX_SEALED):
+        route(w, (0, i))
+        w.rotate()
+    assert c.commits == [] and "flush" not in p.calls
+    route(w, (0, AckedWindow.MAX_SEALED))
+    w.rotate()
+    assert p.calls == ["flush"] and c.commits == [[(0, AckedWindow.MAX_SEALED + 1)]]
 
 
 def test_at_least_once_a_failed_delivery_commits_nothing_and_rewinds() -> None:
     w, (p,), c = make(AckedWindow)
     route(w, (0, 10))
-    w._on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Msg("errors"))
+    p.acknowledge(1, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
     w.commit()
     assert c.commits == [] and c.seeks == [(0, 10)]
-    assert sample(w, "loginpipe_produce_errors_total", topic="errors") == 1
+    assert sample(w, "loginpipe_produce_errors_total", topic="processed") == 1
     assert sample(w, "loginpipe_transaction_failures_total", cause="MSG_SIZE_TOO_LARGE") == 1
     route(w, (0, 10))
     p.unflushed = 3  # the broker away: records still queued when the flush gives up
@@ -459,7 +550,9 @@ def test_at_least_once_a_batch_that_fails_halfway_commits_no_offset_it_did_not_s
     w, (p,), c = make(AckedWindow)
     sent: list[bytes] = []
 
-    def produce(topic: str, value: bytes, key: bytes, headers: Any = None) -> None:
+    def produce(
+        topic: str, value: bytes, key: bytes, headers: Any = None, on_delivery: Any = None
+    ) -> None:
         if len(sent) == 2 + 1:  # the first batch's record, then two of the second
             raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, "stopping with a full queue"))
         sent.append(value)
