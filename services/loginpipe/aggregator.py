@@ -20,7 +20,7 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from loginpipe import envelope
+from loginpipe import envelope, wire
 from loginpipe.kafka_io import (
     LagFromStats,
     Rebalances,
@@ -57,7 +57,7 @@ def device_of(m: Message) -> str | None:
                 d = v.decode("ascii", "replace")
                 return d if d in DEVICE_TYPES else None
     try:
-        obj = orjson.loads(m.value() or b"")
+        obj = orjson.loads(wire.payload(m.value()))
     except orjson.JSONDecodeError:
         return None
     return normalise_device_type(obj.get("device_type")) if isinstance(obj, dict) else None

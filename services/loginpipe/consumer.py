@@ -27,7 +27,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from loginpipe import envelope
+from loginpipe import envelope, wire
 from loginpipe.commit_window import (
     AckedWindow,
     CommitPacer,
@@ -86,6 +86,9 @@ class Router:
         self.window: CommitWindow | None = None
         self.claim: TransactionalIdClaim | None = None
         self.max_record_bytes = envelope.DEFAULT_MAX_RECORD_BYTES
+        # What goes before each output record's JSON: nothing (plain JSON), or the registry's
+        # wire-format frame with the format's schema id (LOGINPIPE_CONSUMER_OUTPUT_FORMAT).
+        self.frame_processed = self.frame_errors = b""
         self.rebalances = Rebalances()  # what the rebalance callbacks did (see kafka_io.take)
         seconds = metrics.consumer_seconds
         self._seconds_consume = seconds.labels("consume")
@@ -146,6 +149,18 @@ class Router:
             pconf["transaction.timeout.ms"] = s.transaction_timeout_ms
         return pconf
 
+    def _look_up_schema_ids(self) -> None:
+        from loginpipe.schema_registry import output_schema_ids  # only this format needs it
+
+        s = self.s
+        ids = output_schema_ids(s, s.startup_timeout_seconds, self.stopper.wait)
+        self.frame_processed = wire.frame(ids["processed-event"])
+        self.frame_errors = wire.frame(ids["error-envelope"])
+        log.info(
+            "writing the registry's wire format",
+            extra={"registry": s.schema_registry_url, "schema_ids": ids},
+        )
+
     # ---- main loop ----------------------------------------------------------------------
     def run(self) -> None:
         s = self.s
@@ -162,6 +177,8 @@ class Router:
                 f"{MIN_ERROR_RECORD_BYTES} (the broker's default is 1048588), or set "
                 "LOGINPIPE_TOPIC_ERRORS to a topic that takes them"
             )
+        if s.output_format == "registry":
+            self._look_up_schema_ids()
         if self.exactly_once:
             self.claim = TransactionalIdClaim(s.transactional_id, s.default_transactional_id())
         self.window = window = self._make_clients()
@@ -312,6 +329,7 @@ class Router:
         """
         s = self.s
         processed, errors, source_topic = s.topic_processed, s.topic_errors, s.topic_input
+        frame = self.frame_processed  # b"" for plain JSON: b"" + value is value itself
         device_headers = envelope.DEVICE_HEADERS
         out: list[Record] = []
         append = out.append
@@ -328,7 +346,7 @@ class Router:
             result = validate(m.value())
             if isinstance(result, Valid):
                 device = result.device_type
-                append((processed, result.value, m.key(), device_headers[device]))
+                append((processed, frame + result.value, m.key(), device_headers[device]))
                 valid_counts[device] += 1
             else:
                 append(self._error_record(m, result, source_topic, partition, offset, errors))
@@ -347,7 +365,8 @@ class Router:
     ) -> Record:
         ts_type, ts = m.timestamp()
         key = m.key()
-        body = envelope.build(
+        frame = self.frame_errors
+        body = frame + envelope.build(
             result,
             topic=topic,
             partition=partition,
@@ -356,7 +375,7 @@ class Router:
             key=key,
             value=m.value(),
             detected_at_ms=int(time.time() * 1000),
-            max_record_bytes=self.max_record_bytes,
+            max_record_bytes=self.max_record_bytes - len(frame),
         )
         headers = [(envelope.HEADER_REASON, result.reason.value)]
         return (errors_topic, body, envelope.record_key(key), headers)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from loginpipe import wire
 from loginpipe.envelope import decode_bytes
 
 SAMPLE_TEXT_LIMIT = 300  # characters of an original shown in a sample
@@ -94,7 +95,7 @@ class ErrorSummary:
             self.last_ms = timestamp_ms if self.last_ms is None else max(self.last_ms, timestamp_ms)
         here = {"partition": partition, "offset": offset}
         try:
-            env = orjson.loads(value or b"")
+            env = orjson.loads(wire.payload(value))
             reason = str(env["reason"])
             problems = list(env.get("problems") or [])
             source = env["source"]

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from loginpipe import envelope
+from loginpipe import envelope, wire
 from loginpipe.exceptions import ConfigError, DependencyUnavailable
 from loginpipe.kafka_io import Range, read_ranges, whole_topic, window_reader
 from loginpipe.settings import ReplaySettings
@@ -80,7 +80,7 @@ class Decision:
 def decide(raw: bytes | None, reasons: frozenset[str], replayed: bool) -> Decision:
     """The replay of one error record, decided from its envelope alone. Pure."""
     try:
-        env = orjson.loads(raw or b"")
+        env = orjson.loads(wire.payload(raw))
         reason = str(env["reason"])
         encoded = env["original"]
     except (orjson.JSONDecodeError, KeyError, TypeError):

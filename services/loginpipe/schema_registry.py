@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,3 +153,43 @@ def check(
                 changes = tuple(schemas.changed_fields(old, json.loads(text)))
             out.append(Verdict(name, subject, against, ok, changes))
     return out
+
+
+# The formats of the consumer's output topics, as their records in the wire format carry them.
+OUTPUT_FORMATS = ("processed-event", "error-envelope")
+
+
+def output_schema_ids(
+    s: SchemaSettings, timeout_seconds: float, wait: Callable[[float], bool]
+) -> dict[str, int]:
+    """The registry's id of each output format as it is now, under its topic's subject.
+
+    Waits for the registry while it does not answer, up to ``timeout_seconds`` (``wait``
+    sleeps and says whether the service is stopping meanwhile), then DependencyUnavailable. A
+    format the registry does not hold is a ConfigError at once: it must be registered first
+    (``loginpipe schemas register``; the chart's hook Job does it at install).
+    """
+    deadline = time.monotonic() + timeout_seconds
+    names = subjects(s)
+    while True:
+        try:
+            with _talking_to(s) as reg:
+                ids = {}
+                for name in OUTPUT_FORMATS:
+                    try:
+                        found = reg.lookup_schema(names[name], Schema(schemas.text(name), "JSON"))
+                    except SchemaRegistryError as exc:
+                        if exc.error_code not in NOT_FOUND:
+                            raise
+                        raise ConfigError(
+                            f"the schema registry at {s.schema_registry_url} does not hold "
+                            f"{schemas.file_name(name)} under subject {names[name]}, and "
+                            "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=registry needs its id: register "
+                            "the formats first (loginpipe schemas register), or set "
+                            "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=json"
+                        ) from None
+                    ids[name] = int(found.schema_id or 0)
+                return ids
+        except DependencyUnavailable:
+            if time.monotonic() >= deadline or wait(1.0):
+                raise

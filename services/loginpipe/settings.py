@@ -283,7 +283,34 @@ class GeneratorSettings(CommonSettings):
 
 
 @dataclass(frozen=True)
-class ConsumerSettings(CommonSettings):
+class SchemaSettings(CommonSettings):
+    """Settings of ``loginpipe schemas``: the registry, and the topics whose subjects it uses."""
+
+    schema_registry_url: str = setting(
+        "SCHEMA_REGISTRY_URL",
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        "A schema registry's Confluent-compatible API (Apicurio: <base>/apis/ccompat/v7; the "
+        "default is hack/registry.sh's local one).",
+    )
+    schema_subject_prefix: str = setting(
+        "SCHEMA_SUBJECT_PREFIX",
+        "",
+        "Prefix of the formats' subjects (<prefix><topic>-value), to keep several pipelines "
+        "apart in one registry.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.schema_registry_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"LOGINPIPE_SCHEMA_REGISTRY_URL={self.schema_registry_url!r} is not an http(s) "
+                "URL: set it to the registry's Confluent-compatible API, e.g. "
+                "http://127.0.0.1:8081/apis/ccompat/v7"
+            )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings(SchemaSettings):
     metrics_port: int = metrics_port_setting(9102)
     group_id: str = setting(
         "CONSUMER_GROUP", "loginpipe-consumer", "Consumer group of the validating consumer."
@@ -336,6 +363,16 @@ class ConsumerSettings(CommonSettings):
         "How long transactions (or offset commits) may keep failing, retried with backoff and "
         "the service unready, before the consumer exits (code 4) naming the cause.",
         minimum=1,
+    )
+    output_format: str = setting(
+        "CONSUMER_OUTPUT_FORMAT",
+        "json",
+        "Format of the processed and error records: json (plain JSON, what every reader "
+        "takes) or registry (the schema registry's wire format: a zero byte, the 4-byte id of "
+        "the format's schema at LOGINPIPE_SCHEMA_REGISTRY_URL, then the JSON; the ids are "
+        "looked up at start-up, so the schemas must be registered first: loginpipe schemas "
+        "register). The aggregator, loginpipe errors and loginpipe replay read either.",
+        choices=("json", "registry"),
     )
     transaction_timeout_ms: int = setting(
         "CONSUMER_TRANSACTION_TIMEOUT_MS",
@@ -413,33 +450,6 @@ class CountsSettings(RedisSettings):
 
     def validate(self) -> None:
         self.redis_validate()
-
-
-@dataclass(frozen=True)
-class SchemaSettings(CommonSettings):
-    """Settings of ``loginpipe schemas``: the registry, and the topics whose subjects it uses."""
-
-    schema_registry_url: str = setting(
-        "SCHEMA_REGISTRY_URL",
-        "http://127.0.0.1:8081/apis/ccompat/v7",
-        "A schema registry's Confluent-compatible API (Apicurio: <base>/apis/ccompat/v7; the "
-        "default is hack/registry.sh's local one).",
-    )
-    schema_subject_prefix: str = setting(
-        "SCHEMA_SUBJECT_PREFIX",
-        "",
-        "Prefix of the formats' subjects (<prefix><topic>-value), to keep several pipelines "
-        "apart in one registry.",
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.schema_registry_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"LOGINPIPE_SCHEMA_REGISTRY_URL={self.schema_registry_url!r} is not an http(s) "
-                "URL: set it to the registry's Confluent-compatible API, e.g. "
-                "http://127.0.0.1:8081/apis/ccompat/v7"
-            )
 
 
 @dataclass(frozen=True)

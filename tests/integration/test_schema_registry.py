@@ -25,11 +25,12 @@ from confluent_kafka.serialization import (
     SerializationError,
 )
 
-from loginpipe import schema_registry, schemas
+from loginpipe import schema_registry, schemas, wire
 from loginpipe.settings import SchemaSettings, load
 from loginpipe.validation import Valid, validate
-from tests.conftest import require
+from tests.conftest import require, wait_for
 from tests.integration.conftest import ROOT, SERVICES, free_port
+from tests.integration.test_pipeline import expected_run, generate_args
 
 pytestmark = pytest.mark.integration
 SCRIPT = str(ROOT / "hack/registry.sh")
@@ -244,3 +245,97 @@ def test_an_operators_compatibility_level_is_kept_and_a_wrong_url_is_an_error(
     wrong = run_cli(Registry({}, registry.url.removesuffix("/apis/ccompat/v7")), prefix, "check")
     assert wrong.returncode == 3, wrong.stdout + wrong.stderr
     assert "answered HTTP 404" in wrong.stderr
+
+
+# ---- the consumer's output in the registry's wire format ------------------------------------
+
+
+def wire_env(registry: Registry, prefix: str) -> dict[str, str]:
+    return {
+        "LOGINPIPE_CONSUMER_OUTPUT_FORMAT": "registry",
+        "LOGINPIPE_SCHEMA_REGISTRY_URL": registry.url,
+        "LOGINPIPE_SCHEMA_SUBJECT_PREFIX": prefix,
+    }
+
+
+def registered_ids(pl: Any, registry: Registry, prefix: str) -> dict[str, int]:
+    """Register the formats under the pipeline's topics' subjects; their ids by topic."""
+    out = pl.run_cli("schemas", "register", **wire_env(registry, prefix))
+    assert out.returncode == 0, out.stdout + out.stderr
+    s = load(SchemaSettings, {**pl.env, **wire_env(registry, prefix)})
+    ids = schema_registry.output_schema_ids(s, 10, lambda _: False)
+    return {pl.processed: ids["processed-event"], pl.errors: ids["error-envelope"]}
+
+
+def assert_framed_and_complete(pl: Any, ids: dict[str, int], count: int, seed: int) -> None:
+    """Every output framed with its topic's schema id; each input routed exactly once."""
+    truth, _ = expected_run(count, seed)
+    processed = pl.read_all(pl.processed, expected=truth.valid)
+    errors = pl.read_all(pl.errors, expected=truth.invalid)
+    assert (len(processed), len(errors)) == (truth.valid, truth.invalid)
+    for topic, records in ((pl.processed, processed), (pl.errors, errors)):
+        assert {wire.schema_id(r.value) for r in records} == {ids[topic]}
+    sources = [orjson.loads(wire.payload(r.value))["source"] for r in errors]
+    coords = {(src["partition"], src["offset"]) for src in sources}
+    assert len(coords) == truth.invalid
+    wait_for("the counts", lambda: pl.counts() == dict(truth.valid_by_device), timeout=60)
+
+
+def test_the_consumer_writes_the_wire_format_and_every_reader_takes_it(
+    make_pipeline: Any, registry: Registry, prefix: str, registry_client: Any
+) -> None:
+    pl = make_pipeline(partitions=2)
+    ids = registered_ids(pl, registry, prefix)
+    assert pl.run_cli(*generate_args(count=2000, seed=5)).returncode == 0
+    pl.service("consumer", "consume", **wire_env(registry, prefix)).start()
+    pl.service("aggregator", "aggregate").start()  # reads either format, nothing to set
+    assert_framed_and_complete(pl, ids, 2000, seed=5)
+    # A registry-aware reader decodes them with the writer's schema, fetched by its id.
+    client = registry_client(registry)
+    for topic in (pl.processed, pl.errors):
+        decode = JSONDeserializer(None, schema_registry_client=client)
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        for r in pl.read_all(topic)[:20]:
+            assert decode(r.value, ctx) == orjson.loads(wire.payload(r.value))
+    # The error summary reads the framed envelopes.
+    report = pl.run_cli("errors", "--json")
+    assert report.returncode == 0, report.stderr
+    assert orjson.loads(report.stdout)["unreadable"] == 0
+
+
+def test_a_wire_format_consumer_stops_at_start_up_when_the_registry_is_away_or_lacks_the_formats(
+    make_pipeline: Any, registry: Registry, prefix: str
+) -> None:
+    pl = make_pipeline(partitions=1)
+    dead = Registry({}, f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
+    away = pl.service(
+        "consumer", "consume", LOGINPIPE_STARTUP_TIMEOUT_SECONDS="3", **wire_env(dead, prefix)
+    ).start()
+    assert away.wait(60) == 3
+    assert f"schema registry at {dead.url} failed" in away.log()
+    assert "LOGINPIPE_SCHEMA_REGISTRY_URL" in away.log()
+    # Up, but the formats were never registered under these subjects.
+    unregistered = pl.service("consumer", "consume", **wire_env(registry, prefix)).start()
+    assert unregistered.wait(60) == 2
+    assert "loginpipe schemas register" in unregistered.log()
+    assert pl.read_all(pl.processed) == [] and pl.read_all(pl.errors) == []
+
+
+def test_the_registry_going_down_mid_run_loses_no_record(
+    make_pipeline: Any, registry: Registry, prefix: str
+) -> None:
+    """The ids are looked up once, at start-up: the registry is not on the hot path."""
+    pl = make_pipeline(partitions=2)
+    ids = registered_ids(pl, registry, prefix)
+    count = 6000
+    gen = pl.service("generator", *generate_args(count=count, rate=1000, seed=6)).start()
+    pl.service("consumer", "consume", **wire_env(registry, prefix)).start()
+    pl.service("aggregator", "aggregate").start()
+    wait_for("the first counts", lambda: sum(pl.counts().values()) > 0, timeout=60)
+    registry.script("stop")
+    try:
+        assert gen.running(), "the generator finished before the registry went: raise the count"
+        assert gen.wait(60) == 0
+        assert_framed_and_complete(pl, ids, count, seed=6)
+    finally:
+        registry.script("start")
