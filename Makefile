@@ -139,7 +139,7 @@ crd-schemas-check: venv ## verify the vendored files' sha256 and that the schema
 .PHONY: chart-acl
 chart-acl: venv ## regenerate the chart's Redis ACL rules and Kafka ACLs (charts/loginpipe/files/*-acl*.json) from loginpipe.rights
 	$(PY) -c 'import json; from loginpipe.rights import REDIS_COMMANDS, redis_acl_rules; print(json.dumps({r: redis_acl_rules(r, "{prefix}") for r in REDIS_COMMANDS}, indent=2))' > charts/loginpipe/files/redis-acl.json
-	$(PY) -c 'import json; from loginpipe.rights import KAFKA_ROLES, strimzi_acls; print(json.dumps({r: strimzi_acls(r) for r in KAFKA_ROLES}, indent=2))' > charts/loginpipe/files/kafka-acls.json
+	$(PY) -c 'import json; from loginpipe.rights import KAFKA_ROLES, REGISTRY_ROLE, strimzi_acls; print(json.dumps({r: strimzi_acls(r) for r in (*KAFKA_ROLES, REGISTRY_ROLE)}, indent=2))' > charts/loginpipe/files/kafka-acls.json
 
 .PHONY: chart-readme
 chart-readme: venv ## regenerate the chart README's parameter table from values.yaml

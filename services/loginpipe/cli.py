@@ -277,6 +277,11 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sleep_then_go_on(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from loginpipe import schema_registry, schemas
 
@@ -293,7 +298,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
             )
         return 0
     if args.action == "register":
-        for r in schema_registry.register(s, released=args.released):
+        # A registry still starting (the chart's hook Job runs beside it) is waited for.
+        registered = schema_registry.register(
+            s, released=args.released, timeout_seconds=s.startup_timeout_seconds,
+            wait=_sleep_then_go_on,
+        )  # fmt: skip
+        for r in registered:
             sys.stdout.write(
                 f"{r.name}: {r.subject} version {r.version} (schema id {r.schema_id})\n"
             )

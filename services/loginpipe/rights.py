@@ -82,6 +82,8 @@ def kafka_acls(
     replayed_topic: str = "",
     replay_transactional_id: str = "",
     reader_group: str = "loginpipe-reader",
+    registry_topics: tuple[str, ...] = (),
+    registry_group_prefix: str = "apicurio-",
 ) -> list[KafkaAcl]:
     """What ``role`` may do on Kafka, and nothing more (no topic creation, no cluster rights).
 
@@ -94,7 +96,13 @@ def kafka_acls(
       ``group_prefix``;
     - replayer (``loginpipe replay``, and ``loginpipe errors``): read the errors topic, write
       the processed topic, read and write the replay ledger, use its transactional id, and
-      describe the reader group (it reads by assignment and commits no offsets).
+      describe the reader group (it reads by assignment and commits no offsets);
+    - registry (the chart's optional Apicurio Registry, KafkaSQL storage): read and write its
+      own topics (the journal, the snapshots, the events) and read their configuration (it
+      verifies at start-up that nothing deletes its records), in consumer groups under its
+      prefix (a new group at every start, to replay the whole journal). It creates no topic:
+      the chart does (measured on a SASL_SSL broker that allows nothing else:
+      tests/integration/test_schema_registry.py).
 
     Writing implies the idempotent producer's rights (KIP-679), reading a group implies
     describing it, and Write or Read on a topic implies Describe.
@@ -147,10 +155,22 @@ def kafka_acls(
             # Only looked up (librdkafka asks for its coordinator): it commits nothing.
             KafkaAcl("group", reader_group, "literal", ("Describe",)),
         ]
+    if role == "registry":
+        if not registry_topics:
+            raise ValueError("the registry's rights need its topics")
+        return [
+            *(
+                KafkaAcl(topic, t, "literal", ("Read", "Write", "Describe", "DescribeConfigs"))
+                for t in registry_topics
+            ),
+            KafkaAcl("group", registry_group_prefix, "prefix", ("Read",)),
+        ]
     raise ValueError(f"unknown role {role!r}; known: {', '.join(KAFKA_ROLES)}")
 
 
+# The pipeline's roles, a KafkaUser each in the chart; and the optional schema registry's.
 KAFKA_ROLES = ("generator", "consumer", "aggregator", "tester", "replayer")
+REGISTRY_ROLE = "registry"
 # The chart's placeholders (files/kafka-acls.json): the release's topic and group names.
 CHART_NAMES = {
     "input_topic": "{input}",
@@ -161,6 +181,7 @@ CHART_NAMES = {
     "replayed_topic": "{replayed}",
     "replay_transactional_id": "{replay_transactional_id}",
 }
+CHART_REGISTRY_TOPICS = ("{registry_journal}", "{registry_snapshots}", "{registry_events}")
 
 
 def strimzi_acls(role: str) -> list[dict[str, object]]:
@@ -172,5 +193,5 @@ def strimzi_acls(role: str) -> list[dict[str, object]]:
             "operations": list(a.operations),
             "host": "*",
         }
-        for a in kafka_acls(role, group=group, **CHART_NAMES)
+        for a in kafka_acls(role, group=group, registry_topics=CHART_REGISTRY_TOPICS, **CHART_NAMES)
     ]

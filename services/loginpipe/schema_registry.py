@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -97,18 +97,49 @@ def _talking_to(s: SchemaSettings) -> Iterator[SchemaRegistryClient]:
         ) from None
 
 
-def register(s: SchemaSettings, *, released: bool = False) -> list[Registered]:
-    """Register every format under its subject (BACKWARD), as it is now or as released."""
+def register(
+    s: SchemaSettings,
+    *,
+    released: bool = False,
+    timeout_seconds: float = 0.0,
+    wait: Callable[[float], bool] = lambda _: False,
+) -> list[Registered]:
+    """Register every format under its subject (BACKWARD), as it is now or as released.
+
+    Waits up to ``timeout_seconds`` for a registry that does not answer (see ``_waiting``).
+    """
     versions = schemas.released() if released else None
-    out = []
-    with _talking_to(s) as reg:
-        for name, subject in subjects(s).items():
-            text = schemas.text(name, versions[name]["version"] if versions else None)
-            _ensure_compatibility(reg, subject)
-            schema_id = reg.register_schema(subject, Schema(text, "JSON"))
-            got = reg.lookup_schema(subject, Schema(text, "JSON"))
-            out.append(Registered(name, subject, int(got.version or 0), schema_id))
-    return out
+
+    def attempt() -> list[Registered]:
+        out = []
+        with _talking_to(s) as reg:
+            for name, subject in subjects(s).items():
+                text = schemas.text(name, versions[name]["version"] if versions else None)
+                _ensure_compatibility(reg, subject)
+                schema_id = reg.register_schema(subject, Schema(text, "JSON"))
+                got = reg.lookup_schema(subject, Schema(text, "JSON"))
+                out.append(Registered(name, subject, int(got.version or 0), schema_id))
+        return out
+
+    return _waiting(attempt, timeout_seconds, wait)
+
+
+_T = TypeVar("_T")
+
+
+def _waiting(
+    attempt: Callable[[], _T], timeout_seconds: float, wait: Callable[[float], bool]
+) -> _T:
+    """``attempt()``, again every second while the registry does not answer, up to
+    ``timeout_seconds`` (``wait`` sleeps and says whether to stop meanwhile); its last error
+    then. Any other error at once: an answer does not change by asking again."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            return attempt()
+        except DependencyUnavailable:
+            if time.monotonic() >= deadline or wait(1.0):
+                raise
 
 
 def _ensure_compatibility(reg: SchemaRegistryClient, subject: str) -> None:
@@ -169,27 +200,25 @@ def output_schema_ids(
     format the registry does not hold is a ConfigError at once: it must be registered first
     (``loginpipe schemas register``; the chart's hook Job does it at install).
     """
-    deadline = time.monotonic() + timeout_seconds
     names = subjects(s)
-    while True:
-        try:
-            with _talking_to(s) as reg:
-                ids = {}
-                for name in OUTPUT_FORMATS:
-                    try:
-                        found = reg.lookup_schema(names[name], Schema(schemas.text(name), "JSON"))
-                    except SchemaRegistryError as exc:
-                        if exc.error_code not in NOT_FOUND:
-                            raise
-                        raise ConfigError(
-                            f"the schema registry at {s.schema_registry_url} does not hold "
-                            f"{schemas.file_name(name)} under subject {names[name]}, and "
-                            "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=registry needs its id: register "
-                            "the formats first (loginpipe schemas register), or set "
-                            "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=json"
-                        ) from None
-                    ids[name] = int(found.schema_id or 0)
-                return ids
-        except DependencyUnavailable:
-            if time.monotonic() >= deadline or wait(1.0):
-                raise
+
+    def attempt() -> dict[str, int]:
+        with _talking_to(s) as reg:
+            ids = {}
+            for name in OUTPUT_FORMATS:
+                try:
+                    found = reg.lookup_schema(names[name], Schema(schemas.text(name), "JSON"))
+                except SchemaRegistryError as exc:
+                    if exc.error_code not in NOT_FOUND:
+                        raise
+                    raise ConfigError(
+                        f"the schema registry at {s.schema_registry_url} does not hold "
+                        f"{schemas.file_name(name)} under subject {names[name]}, and "
+                        "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=registry needs its id: register "
+                        "the formats first (loginpipe schemas register), or set "
+                        "LOGINPIPE_CONSUMER_OUTPUT_FORMAT=json"
+                    ) from None
+                ids[name] = int(found.schema_id or 0)
+        return ids
+
+    return _waiting(attempt, timeout_seconds, wait)

@@ -437,10 +437,11 @@ def test_the_charts_redis_gives_each_user_exactly_its_rights_on_a_real_redis(tmp
 
 
 def test_with_scram_each_service_is_its_own_kafka_user_holding_only_its_acls() -> None:
-    from loginpipe.rights import KAFKA_ROLES, kafka_acls, strimzi_acls
+    from loginpipe.rights import KAFKA_ROLES, REGISTRY_ROLE, kafka_acls, strimzi_acls
 
     shipped = json.loads((CHART / "files" / "kafka-acls.json").read_text())
-    assert shipped == {r: strimzi_acls(r) for r in KAFKA_ROLES}, "run `make chart-acl`"
+    roles = (*KAFKA_ROLES, REGISTRY_ROLE)
+    assert shipped == {r: strimzi_acls(r) for r in roles}, "run `make chart-acl`"
     objs = render({"kafka": {"strimzi": {"listener": {"authentication": "scram-sha-512"}}}})
     users = by_kind(objs, "KafkaUser")
     assert set(users) == {f"loginpipe-{r}" for r in KAFKA_ROLES}

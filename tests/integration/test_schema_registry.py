@@ -4,10 +4,12 @@ format, BACKWARD compatibility, the CI gate, and schemas kept across a restart (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +18,13 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
@@ -26,6 +35,8 @@ from confluent_kafka.serialization import (
 )
 
 from loginpipe import schema_registry, schemas, wire
+from loginpipe.kafka_io import acl_bindings
+from loginpipe.rights import kafka_acls
 from loginpipe.settings import SchemaSettings, load
 from loginpipe.validation import Valid, validate
 from tests.conftest import require, wait_for
@@ -33,6 +44,9 @@ from tests.integration.conftest import ROOT, SERVICES, free_port
 from tests.integration.test_pipeline import expected_run, generate_args
 
 pytestmark = pytest.mark.integration
+# What the registry demands of its topics before it starts (it refuses anything else: its
+# journal is its storage), and what the chart's KafkaTopics give them.
+REGISTRY_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 SCRIPT = str(ROOT / "hack/registry.sh")
 
 
@@ -45,26 +59,38 @@ class Registry:
         subprocess.run([SCRIPT, cmd], env=self.env, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def registry(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def require_registry() -> None:
     java = subprocess.run([SCRIPT, "java"], capture_output=True, text=True, check=False)
     require(java.returncode == 0, "no Java 21+ for the schema registry (set REGISTRY_JAVA_HOME)")
     fetched = subprocess.run([SCRIPT, "fetched"], check=False).returncode == 0
     require(fetched, "the schema registry is not fetched: run `hack/registry.sh fetch`")
+
+
+@contextlib.contextmanager
+def running_registry(bootstrap: str, data_dir: Path, **env: str) -> Iterator[Registry]:
+    """hack/registry.sh's registry on ``bootstrap``; ``env``: its APICURIO_* settings."""
+    require_registry()
     port = free_port()
-    env = {
+    full = {
         **os.environ,
         "REGISTRY_PORT": str(port),
         "REGISTRY_MANAGEMENT_PORT": str(free_port()),
-        "REGISTRY_KAFKA": kafka_bootstrap,
-        "REGISTRY_DATA_DIR": str(tmp_path_factory.mktemp("registry")),
+        "REGISTRY_KAFKA": bootstrap,
+        "REGISTRY_DATA_DIR": str(data_dir),
+        **env,
     }
-    reg = Registry(env, f"http://127.0.0.1:{port}/apis/ccompat/v7")
+    reg = Registry(full, f"http://127.0.0.1:{port}/apis/ccompat/v7")
     reg.script("start")
     try:
         yield reg
     finally:
-        subprocess.run([SCRIPT, "stop"], env=env, check=False, capture_output=True)
+        subprocess.run([SCRIPT, "stop"], env=full, check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def registry(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running_registry(kafka_bootstrap, tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
 
 
 def settings(registry: Registry, prefix: str) -> SchemaSettings:
@@ -95,13 +121,16 @@ def prefix() -> str:
     return f"test-{uuid.uuid4().hex[:8]}-"
 
 
-def run_cli(registry: Registry, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    registry: Registry, prefix: str, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGINPIPE_")}
     env.update(
         {
             "PYTHONPATH": str(SERVICES),
             "LOGINPIPE_SCHEMA_REGISTRY_URL": registry.url,
             "LOGINPIPE_SCHEMA_SUBJECT_PREFIX": prefix,
+            **extra,
         }
     )
     return subprocess.run(
@@ -226,7 +255,10 @@ def test_the_registry_keeps_its_schemas_across_a_restart(
 
 def test_a_registry_that_is_not_there_is_a_clear_error(prefix: str) -> None:
     dead = Registry({}, f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
-    out = run_cli(dead, prefix, "register")
+    # `register` waits for a registry still starting, up to the start-up timeout.
+    began = time.monotonic()
+    out = run_cli(dead, prefix, "register", LOGINPIPE_STARTUP_TIMEOUT_SECONDS="3")
+    assert time.monotonic() - began >= 3
     assert out.returncode == 3
     assert "schema registry at http://127.0.0.1:" in out.stderr
     assert "hack/registry.sh start" in out.stderr
@@ -339,3 +371,67 @@ def test_the_registry_going_down_mid_run_loses_no_record(
         assert_framed_and_complete(pl, ids, count, seed=6)
     finally:
         registry.script("start")
+
+
+def test_the_registry_runs_on_a_secured_broker_with_only_the_registry_roles_rights(
+    own_kafka: Any, tmp_path: Path
+) -> None:
+    """The chart's settings of the registry's Kafka clients (APICURIO_KAFKA_COMMON_*: SCRAM
+    over TLS, a PEM CA) and its KafkaUser's ACLs (loginpipe.rights "registry"), on a broker
+    that allows nothing without an ACL, with the topics made beforehand as the chart's
+    KafkaTopics make them (REGISTRY_TOPIC_CONFIG)."""
+    require_registry()
+    kafka = own_kafka(security="sasl_ssl")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap, **kafka.client_config()})
+    tag = uuid.uuid4().hex[:8]
+    journal, snapshots = f"registry-journal-{tag}", f"registry-snapshots-{tag}"
+    events = f"registry-events-{tag}"
+    new = [
+        NewTopic(t, num_partitions=1, replication_factor=1, config=REGISTRY_TOPIC_CONFIG)
+        for t in (journal, snapshots)
+    ]
+    new.append(NewTopic(events, num_partitions=1, replication_factor=1))
+    for fut in admin.create_topics(new, operation_timeout=30).values():
+        fut.result(timeout=30)
+    user, password = f"registry-{tag}", uuid.uuid4().hex
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+    )
+    for fut in admin.alter_user_scram_credentials([upsert]).values():
+        fut.result(timeout=30)
+    acls = kafka_acls(
+        "registry", input_topic="", processed_topic="", errors_topic="",
+        registry_topics=(journal, snapshots, events),
+    )  # fmt: skip
+    for fut in admin.create_acls(acl_bindings(f"User:{user}", acls)).values():
+        fut.result(timeout=30)
+    secret_dir = tmp_path / "kafka-credentials"  # the Secret's keys, as Kubernetes mounts them
+    secret_dir.mkdir()
+    (secret_dir / "sasl.jaas.config").write_text(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user}" password="{password}";'
+    )
+    env = {
+        "APICURIO_KAFKASQL_TOPIC": journal,
+        "APICURIO_KAFKASQL_SNAPSHOTS_TOPIC": snapshots,
+        "APICURIO_EVENTS_KAFKA_TOPIC": events,
+        "APICURIO_KAFKASQL_TOPIC_AUTO_CREATE": "false",
+        "APICURIO_KAFKA_COMMON_SECURITY_PROTOCOL": "SASL_SSL",
+        "APICURIO_KAFKA_COMMON_SASL_MECHANISM": "SCRAM-SHA-512",
+        # As the chart gives it: the JAAS line is a file of the KafkaUser's Secret, read by
+        # Kafka's DirectoryConfigProvider (the password is never an env value).
+        "APICURIO_KAFKA_COMMON_CONFIG_PROVIDERS": "secret",
+        "APICURIO_KAFKA_COMMON_CONFIG_PROVIDERS_SECRET_CLASS": (
+            "org.apache.kafka.common.config.provider.DirectoryConfigProvider"
+        ),
+        "APICURIO_KAFKA_COMMON_SASL_JAAS_CONFIG": f"$${{secret:{secret_dir}:sasl.jaas.config}}",
+        "APICURIO_KAFKA_COMMON_SSL_TRUSTSTORE_TYPE": "PEM",
+        "APICURIO_KAFKA_COMMON_SSL_TRUSTSTORE_LOCATION": kafka.ca,
+    }
+    prefix = f"secured-{tag}-"
+    with running_registry(kafka.bootstrap, tmp_path / "registry", **env) as reg:
+        before = {r.name: r.schema_id for r in schema_registry.register(settings(reg, prefix))}
+        reg.script("stop")
+        reg.script("start")  # the journal read back, in a new group under its prefix
+        after = {r.name: r.schema_id for r in schema_registry.register(settings(reg, prefix))}
+    assert after == before and len(before) == 3

@@ -61,3 +61,14 @@ def test_the_consumer_and_aggregator_rights_need_their_group() -> None:
         kafka_acls("consumer", **TOPICS, group="cg")
     with pytest.raises(ValueError, match="unknown role"):
         kafka_acls("admin", **TOPICS)
+
+
+def test_the_registry_reaches_only_its_own_topics_and_groups_and_creates_nothing() -> None:
+    acls = kafka_acls("registry", **TOPICS, registry_topics=("journal", "snaps"))
+    rights = {(a.resource, a.name, a.pattern, op) for a in acls for op in a.operations}
+    assert {name for _, name, _, _ in rights} == {"journal", "snaps", "apicurio-"}
+    assert ("group", "apicurio-", "prefix", "Read") in rights
+    assert ("topic", "journal", "literal", "DescribeConfigs") in rights
+    assert not {op for *_, op in rights} & {"Create", "Alter", "Delete", "AlterConfigs", "All"}
+    with pytest.raises(ValueError, match="its topics"):
+        kafka_acls("registry", **TOPICS)

@@ -204,7 +204,7 @@ loginpipe.rights by `make chart-acl`) with the release's topic and group names.
 {{- define "loginpipe.kafka.acls" -}}
 {{- $v := .ctx.Values -}}
 {{- $acls := .ctx.Files.Get "files/kafka-acls.json" | fromJson -}}
-{{- $names := dict "{input}" $v.topics.input.name "{processed}" $v.topics.processed.name "{errors}" $v.topics.errors.name "{consumer_group}" $v.consumer.group "{aggregator_group}" $v.aggregator.group "{replayed}" $v.topics.replayed.name "{replay_transactional_id}" (include "loginpipe.replay.transactionalId" .ctx) -}}
+{{- $names := dict "{input}" $v.topics.input.name "{processed}" $v.topics.processed.name "{errors}" $v.topics.errors.name "{consumer_group}" $v.consumer.group "{aggregator_group}" $v.aggregator.group "{replayed}" $v.topics.replayed.name "{replay_transactional_id}" (include "loginpipe.replay.transactionalId" .ctx) "{registry_journal}" $v.schemaRegistry.topics.journal "{registry_snapshots}" $v.schemaRegistry.topics.snapshots "{registry_events}" $v.schemaRegistry.topics.events -}}
 {{- $out := list -}}
 {{- range (index $acls .role) -}}
 {{- $name := .resource.name -}}
@@ -662,6 +662,12 @@ Combinations the schema cannot express. Each message says which values to change
 {{- $names := list $v.topics.input.name $v.topics.processed.name $v.topics.errors.name -}}
 {{- if ne (len (uniq $names)) 3 -}}
 {{- $msgs = append $msgs "topics.input.name, topics.processed.name and topics.errors.name must be three different topics" -}}
+{{- end -}}
+{{- if and (eq $v.consumer.outputFormat "registry") (not (include "loginpipe.registry.url" .)) -}}
+{{- $msgs = append $msgs "consumer.outputFormat is registry but there is no schema registry: set schemaRegistry.enabled=true (the chart's own) or schemaRegistry.url (yours), or consumer.outputFormat=json" -}}
+{{- end -}}
+{{- if and $v.schemaRegistry.enabled (eq $v.kafka.mode "external") -}}
+{{- $msgs = append $msgs "schemaRegistry.enabled needs kafka.mode=strimzi (the chart makes the registry's topics and Kafka user there); with an external Kafka run a registry of your own and set schemaRegistry.url" -}}
 {{- end -}}
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES ERROR (loginpipe):\n  - %s\n" (join "\n  - " $msgs)) -}}

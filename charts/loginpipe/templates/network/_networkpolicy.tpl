@@ -14,6 +14,25 @@ built as data and printed with toYaml; an empty peer list leaves `to`/`from` out
 {{- printf "%s-redis-client" (include "loginpipe.fullname" . | trunc 50 | trimSuffix "-") -}}
 {{- end -}}
 
+{{/* Label a pod carries to call the schema registry (DNS, its API): `<name>: "true"`. */}}
+{{- define "loginpipe.networkPolicy.registryClientLabel" -}}
+{{- printf "%s-registry-client" (include "loginpipe.fullname" . | trunc 47 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* Egress rule: the schema registry's API (the chart's own pods, or schemaRegistry.url's port
+to any address: 443 for https, 80 for http, unless the URL names one). */}}
+{{- define "loginpipe.networkPolicy.registryEgress" -}}
+{{- if .Values.schemaRegistry.enabled -}}
+{{- $peers := list (dict "podSelector" (dict "matchLabels" (include "loginpipe.selectorLabels" (dict "ctx" . "component" "schema-registry") | fromYaml))) -}}
+{{- include "loginpipe.networkPolicy.rule" (dict "key" "to" "peers" $peers "ports" (list 8080)) -}}
+{{- else -}}
+{{- $url := .Values.schemaRegistry.url -}}
+{{- $port := regexFind "^https?://[^/:]+:([0-9]+)" $url | regexFind "[0-9]+$" -}}
+{{- $port = $port | default (ternary "443" "80" (hasPrefix "https://" $url)) -}}
+{{- include "loginpipe.networkPolicy.rule" (dict "key" "to" "peers" list "ports" (list (int $port))) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A rule: (dict "peers" LIST "key" "to"|"from" "ports" LIST-OF-INT "protocols" LIST). */}}
 {{- define "loginpipe.networkPolicy.rule" -}}
 {{- $ports := list -}}
