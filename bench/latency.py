@@ -8,6 +8,10 @@ produces generator events at the rate and records each event's produce time.
   reader would) and stamps each record with the wall time it was handed over. An event's
   latency is that time minus its produce time; events are matched by ``(user_id, ip)``,
   which the consumer forwards unchanged and which is unique within a run.
+- To the consumer's output (where the time goes): the processed record's own timestamp is
+  the wall time of the consumer's ``produce`` call (CreateTime, in milliseconds); minus the
+  event's produce time, it is the first hop (load generator, broker, consumer); the rest of
+  "to the processed topic" is the second (the consumer's producer, broker, commit, reader).
 - To Redis: the observer polls the stored total every 2 ms and keeps each change. The k-th
   valid event of a load point has reached Redis when the total first reaches the count
   before the point plus k; its latency is that time minus its produce time (counts carry no
@@ -50,6 +54,7 @@ class Observer:
         self.counts_key = counts_key
         self.received_t: list[float] = []
         self.received_v: list[bytes] = []
+        self.received_ct: list[float] = []  # the record's CreateTime: the consumer's produce
         self.redis_t: list[float] = []
         self.redis_n: list[int] = []
         self._stop = threading.Event()
@@ -95,6 +100,7 @@ class Observer:
                     if x.error() is None:
                         self.received_t.append(now)
                         self.received_v.append(x.value())  # type: ignore[arg-type]
+                        self.received_ct.append(x.timestamp()[1] / 1000.0)
         except Exception as exc:
             self.errors.append(f"observer (Kafka): {exc!r}")
         finally:
@@ -216,9 +222,12 @@ def _point(
     )
     # To the processed topic.
     arrival: dict[tuple[str, str], float] = {}
+    output: dict[tuple[str, str], float] = {}
     for i in range(seen_before, len(obs.received_t)):
         obj = orjson.loads(obs.received_v[i])
         arrival.setdefault((obj["user_id"], obj["ip"]), obs.received_t[i])
+        output.setdefault((obj["user_id"], obj["ip"]), obs.received_ct[i])
+    to_output: list[float] = []
     to_processed: list[float] = []
     to_redis: list[float] = []
     missing_processed = missing_redis = 0
@@ -233,6 +242,7 @@ def _point(
             missing_processed += 1
         else:
             to_processed.append(t - t_produced)
+            to_output.append(output[e] - t_produced)
         j = bisect.bisect_left(rn, base + k)
         if j >= len(rn):
             missing_redis += 1
@@ -245,14 +255,17 @@ def _point(
         "events": summary["produced"],
         "valid_events": n_valid,
         "drained": drained,
+        "to_consumer_output": {**_percentiles(to_output), "missing": missing_processed},
         "to_processed": {**_percentiles(to_processed), "missing": missing_processed},
         "to_redis": {**_percentiles(to_redis), "missing": missing_redis},
         "cpu_percent": {name: (cpu1[name] - cpu0[name]) / (t1 - t0) * 100.0 for name in procs},
         "rss_bytes": {name: p.rss for name, p in procs.items()},
     }
     pp, pr = result["to_processed"], result["to_redis"]
+    po = result["to_consumer_output"]
     ctx.progress.line(
         f"[{tag}] offered {rate(offered)} (achieved {rate(summary['achieved_rate'])}): "
+        f"consumer output p50 {_ms(po['p50_ms'])} p99 {_ms(po['p99_ms'])}; "
         f"processed p50 {_ms(pp['p50_ms'])} p99 {_ms(pp['p99_ms'])} max {_ms(pp['max_ms'])}; "
         f"Redis p50 {_ms(pr['p50_ms'])} p99 {_ms(pr['p99_ms'])} max {_ms(pr['max_ms'])}"
         + ("" if drained and not missing_processed and not missing_redis else "  (INCOMPLETE)")

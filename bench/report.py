@@ -278,15 +278,18 @@ def render(report: dict[str, Any]) -> str:
         for mode in lat:
             d = DELIVERY[mode["delivery"]]
             if not mode["points"] and "error" in mode:
-                rows.append([d, "FAILED", "", "", "", "", "", "", "", ""])
+                rows.append([d, "FAILED", "", "", "", "", "", "", "", "", "", ""])
             for p in mode["points"]:
                 pp, pr = p["to_processed"], p["to_redis"]
+                po = p.get("to_consumer_output") or {}
                 ok = p["drained"] and not pp["missing"] and not pr["missing"]
                 rows.append(
                     [
                         d,
                         _num(p["offered_rate"]),
                         _num(p["achieved_rate"]),
+                        _ms(po.get("p50_ms")),
+                        _ms(po.get("p99_ms")),
                         _ms(pp["p50_ms"]),
                         _ms(pp["p99_ms"]),
                         _ms(pp["max_ms"]),
@@ -302,6 +305,8 @@ def render(report: dict[str, Any]) -> str:
             "delivery",
             "offered/s",
             "achieved/s",
+            "consumer out p50 ms",
+            "p99",
             "processed p50 ms",
             "p99",
             "max",
@@ -321,7 +326,7 @@ def render(report: dict[str, Any]) -> str:
                 else ")"
             ),
             "",
-            *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8, 9}),
+            *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}),
             "",
         ]
     return "\n".join(lines)

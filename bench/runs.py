@@ -53,6 +53,10 @@ def contender(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Where a load point's latency is taken: the consumer's output, the processed topic, Redis.
+WHERES = ("to_consumer_output", "to_processed", "to_redis")
+
+
 def latency_point(points: list[dict[str, Any]]) -> dict[str, Any]:
     """One load point's runs as one: median percentiles, their spread, worst completeness."""
     if len(points) == 1:
@@ -61,7 +65,9 @@ def latency_point(points: list[dict[str, Any]]) -> dict[str, Any]:
     out["runs"] = len(points)
     out["achieved_rate"] = _median([p["achieved_rate"] for p in points])
     out["drained"] = all(p["drained"] for p in points)
-    for where in ("to_processed", "to_redis"):
+    for where in WHERES:
+        if where not in points[0]:  # figures written before it was measured
+            continue
         merged: dict[str, Any] = {
             "samples": sum(p[where]["samples"] for p in points),
             "missing": sum(p[where]["missing"] for p in points),
@@ -72,8 +78,7 @@ def latency_point(points: list[dict[str, Any]]) -> dict[str, Any]:
             merged[f"{k}_spread"] = _spread(xs)
         out[where] = merged
     out["per_run"] = [
-        {w: {k: p[w][k] for k in ("p50_ms", "p99_ms")} for w in ("to_processed", "to_redis")}
-        for p in points
+        {w: {k: p[w][k] for k in ("p50_ms", "p99_ms")} for w in WHERES if w in p} for p in points
     ]
     for key in ("cpu_percent", "rss_bytes"):
         names = points[0].get(key, {})
