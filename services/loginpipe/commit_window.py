@@ -288,17 +288,22 @@ class CommitWindow:
         rewind = [tp for tp in consumer.assignment() if tp.partition in self.partitions]
         if rewind:
             self.positions_reset(rewind)
-        if rewind and not self.stopper.stopping:
-            for tp in consumer.committed(rewind, timeout=TXN_OP_TIMEOUT):
-                if tp.error is not None:
-                    # Never "from the beginning" on an error: that would route again what the
-                    # committed transactions already routed. Stop; the restart reads it back.
-                    raise KafkaException(tp.error)
-                # No committed offset yet (OFFSET_INVALID): the group starts at the beginning
-                # (auto.offset.reset=earliest), and so does the rewind.
-                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        self.reset()
+        try:
+            if rewind and not self.stopper.stopping:
+                for tp in consumer.committed(rewind, timeout=TXN_OP_TIMEOUT):
+                    if tp.error is not None:
+                        # Never "from the beginning" on an error: that would route again what
+                        # the committed transactions already routed. Stop; the restart reads
+                        # it back.
+                        raise KafkaException(tp.error)
+                    # No committed offset yet (OFFSET_INVALID): the group starts at the
+                    # beginning (auto.offset.reset=earliest), and so does the rewind.
+                    offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        finally:
+            # Even when the rewind fails (the process then ends): the failed window's offsets
+            # must never be committed by the revoke on the way out.
+            self.reset()
 
     def _retry_in_budget(self, call: Callable[[float], Any], during: str) -> bool:
         """Run a transaction call, retrying a retriable failure (a broker away) with backoff.
@@ -533,8 +538,9 @@ class AckedWindow(CommitWindow):
 
     The loop never waits for the acknowledgements: ``rotate`` seals the window and opens the
     next, and ``settle`` commits, in order, the offsets of each sealed window once all of its
-    records are acknowledged (an asynchronous commit: a later one, or the synchronous one of a
-    revoke or the exit, carries the same offsets if it fails). Waiting instead (a flush per
+    records are acknowledged (an asynchronous commit: should one fail unseen, a later one
+    carries the same offsets, and the synchronous commit of a revoke or the exit sends again
+    every offset committed asynchronously since the last one). Waiting instead (a flush per
     interval) stood the loop still for a linger and a round trip every interval, which showed
     in the tail latency. A failed delivery fails every window from the failed one on: their
     partitions are rewound to the committed offsets, so every input is routed again.
@@ -545,6 +551,8 @@ class AckedWindow(CommitWindow):
 
     def __init__(self, **kw: Any) -> None:
         self.sealed: deque[Sealed] = deque()
+        # Offsets sent by asynchronous commits since the last synchronous one, per partition.
+        self.committed_async: dict[int, int] = {}
         super().__init__(**kw)
         self.deliveries = Deliveries(self._delivery_failed)
         self.delivery_report = self.deliveries.report
@@ -588,22 +596,26 @@ class AckedWindow(CommitWindow):
             return
         self.producer.poll(0)  # serve the delivery reports
         durable: dict[int, int] = {}
+        failed: KafkaError | None = None
         while sealed and sealed[0].deliveries.done:
             head = sealed[0]
             if head.deliveries.errors:
-                self._fail_all(head.deliveries.errors[0])
-                return
+                failed = head.deliveries.errors[0]
+                break
             sealed.popleft()
             durable.update(head.next_offsets)
             self._count_committed(head.valid, head.invalid)
-        if durable:
+        if durable:  # the windows before a failed one are durable: commit them first
             t0 = time.perf_counter()
             topic = self.input_topic
             self.consumer.commit(
                 offsets=[TopicPartition(topic, p, o) for p, o in durable.items()],
                 asynchronous=True,
             )
+            self.committed_async.update(durable)
             self.seconds("commit").inc(time.perf_counter() - t0)
+        if failed is not None:
+            self._fail_all(failed)
 
     def _fail_all(self, err: KafkaError) -> None:
         """A delivery failed: no window from here on may commit; re-read them all."""
@@ -630,7 +642,8 @@ class AckedWindow(CommitWindow):
             )
             return
         t1 = time.perf_counter()
-        offsets: dict[int, int] = {}
+        # What the asynchronous commits sent too: one of them may have failed unseen.
+        offsets: dict[int, int] = dict(self.committed_async)
         for s in self.sealed:
             offsets.update(s.next_offsets)
         topic = self.input_topic
@@ -647,10 +660,12 @@ class AckedWindow(CommitWindow):
             log.warning(
                 "slow commit", extra={"flush": round(t1 - t0, 3), "commit": round(t2 - t1, 3)}
             )
+        self.committed_async.clear()
         while self.sealed:
             s = self.sealed.popleft()
             self._count_committed(s.valid, s.invalid)
 
     def lost(self) -> None:
         self.sealed.clear()
+        self.committed_async.clear()
         super().lost()

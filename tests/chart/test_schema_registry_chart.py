@@ -219,3 +219,47 @@ def test_an_external_registrys_url_reaches_the_consumer_with_its_port_open() -> 
     assert env_of(c)["LOGINPIPE_SCHEMA_REGISTRY_URL"]["value"].startswith("https://registry.")
     egress = by_kind(objs, "NetworkPolicy")["loginpipe-consumer"]["spec"]["egress"]
     assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress
+
+
+def _settings_env(objs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    maps = by_kind(objs, "ConfigMap")
+    out: dict[str, str] = {}
+    for src in container.get("envFrom", []):
+        out.update(maps[src["configMapRef"]["name"]]["data"])
+    out.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
+    return out
+
+
+def test_the_formats_are_registered_before_the_consumer_starts_and_the_settings_load(
+    secured,
+) -> None:
+    """Both registering containers start on a secured Kafka: their settings pass the
+    start-up checks although they mount no Kafka credentials (they never talk to Kafka)."""
+    from loginpipe.settings import SchemaSettings, load
+
+    spec = by_kind(secured, "Deployment")["loginpipe-consumer"]["spec"]["template"]["spec"]
+    [init] = spec["initContainers"]
+    [job] = by_kind(secured, "Job").values()
+    [hook] = job["spec"]["template"]["spec"]["containers"]
+    for c in (init, hook):
+        assert c["args"] == ["schemas", "register"]
+        s = load(SchemaSettings, _settings_env(secured, c))
+        assert s.schema_registry_url == URL
+    assert (
+        "initContainers"
+        not in (by_kind(render(), "Deployment")["loginpipe-consumer"]["spec"]["template"]["spec"])
+    )
+
+
+def test_the_registrys_topics_keep_the_replicas_of_the_first_install() -> None:
+    objs = render({"schemaRegistry": {"enabled": True}, "kafka": {"strimzi": {"replicas": 3}}})
+    topics = {t["spec"]["topicName"]: t["spec"] for t in by_kind(objs, "KafkaTopic").values()}
+    assert topics["kafkasql-journal"]["replicas"] == 3
+    assert topics["kafkasql-journal"]["config"]["min.insync.replicas"] == 2
+
+
+def test_the_charts_registry_and_an_external_url_together_are_refused() -> None:
+    err = render_error(
+        {"schemaRegistry": {"enabled": True, "url": "http://r:8080/apis/ccompat/v7"}}
+    )
+    assert "set one" in err

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from confluent_kafka.admin import (
@@ -108,7 +109,7 @@ def registry_client() -> Iterator[Callable[[Registry], SchemaRegistryClient]]:
     made: list[SchemaRegistryClient] = []
 
     def make(registry: Registry) -> SchemaRegistryClient:
-        made.append(SchemaRegistryClient({"url": registry.url}))
+        made.append(SchemaRegistryClient({"url": registry.url, "timeout": 30}))
         return made[-1]
 
     yield make
@@ -322,13 +323,18 @@ def test_the_consumer_writes_the_wire_format_and_every_reader_takes_it(
     pl.service("consumer", "consume", **wire_env(registry, prefix)).start()
     pl.service("aggregator", "aggregate").start()  # reads either format, nothing to set
     assert_framed_and_complete(pl, ids, 2000, seed=5)
-    # A registry-aware reader decodes them with the writer's schema, fetched by its id.
+    # A registry-aware reader finds the writer's schema by the record's id, and the record
+    # holds to it. (JSONDeserializer itself is exercised in the round trip above: with no
+    # schema of its own it first asks for subject associations, an API Apicurio's ccompat
+    # does not serve, and that request can hang.)
     client = registry_client(registry)
-    for topic in (pl.processed, pl.errors):
-        decode = JSONDeserializer(None, schema_registry_client=client)
-        ctx = SerializationContext(topic, MessageField.VALUE)
-        for r in pl.read_all(topic)[:20]:
-            assert decode(r.value, ctx) == orjson.loads(wire.payload(r.value))
+    for topic, name in ((pl.processed, "processed-event"), (pl.errors, "error-envelope")):
+        [schema_id] = {wire.schema_id(r.value) for r in pl.read_all(topic)}
+        writer = json.loads(client.get_schema(schema_id).schema_str)
+        assert writer == schemas.load(name)
+        check = jsonschema.Draft7Validator(writer)
+        for r in pl.read_all(topic)[:200]:
+            check.validate(orjson.loads(wire.payload(r.value)))
     # The error summary reads the framed envelopes.
     report = pl.run_cli("errors", "--json")
     assert report.returncode == 0, report.stderr

@@ -570,3 +570,44 @@ def test_at_least_once_a_batch_that_fails_halfway_commits_no_offset_it_did_not_s
     router._on_revoke(c, [])  # type: ignore[arg-type]
     assert c.commits == [[(0, 10)]]  # the first batch only: offsets 10-14 are read again
     assert sample(w, "loginpipe_events_invalid_total", reason="malformed_json") == 1
+
+
+def test_at_least_once_windows_acknowledged_before_a_failed_one_are_committed_not_dropped() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    route(w, (1, 20))
+    w.rotate()
+    p.acknowledge(1)
+    p.acknowledge(1, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    w.settle()
+    assert c.commits == [[(0, 11)]]  # the first window is durable: committed once
+    assert c.seeks == [(1, 20)]  # only the failed one is read again
+    assert sample(w, "loginpipe_transactions_total", result="committed") == 1
+
+
+def test_at_least_once_a_rewind_that_fails_leaves_nothing_for_the_exit_to_commit() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    route(w, (0, 11))  # the open window: acknowledged, but after the failed one
+    c.committed_error = KafkaError(KafkaError._TIMED_OUT, "coordinator away")
+    p.acknowledge(1, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    p.acknowledge(1)
+    with pytest.raises(KafkaException):
+        w.settle()
+    assert not w.pending  # so the revoke inside close() commits nothing past the failure
+    w.commit()
+    assert c.commits == [] or all(o <= 10 for batch in c.commits for _, o in batch)
+
+
+def test_at_least_once_the_revoke_sends_again_what_the_asynchronous_commits_sent() -> None:
+    w, (p,), c = make(AckedWindow)
+    route(w, (0, 10))
+    w.rotate()
+    p.acknowledge(1)
+    w.settle()
+    route(w, (1, 20))
+    w.commit()  # a revoke: the asynchronous commit of partition 0 may have failed unseen
+    assert c.asynchronous == [True, False]
+    assert sorted(c.commits[1]) == [(0, 11), (1, 21)]

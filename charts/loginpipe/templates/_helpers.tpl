@@ -666,6 +666,9 @@ Combinations the schema cannot express. Each message says which values to change
 {{- if and (eq $v.consumer.outputFormat "registry") (not (include "loginpipe.registry.url" .)) -}}
 {{- $msgs = append $msgs "consumer.outputFormat is registry but there is no schema registry: set schemaRegistry.enabled=true (the chart's own) or schemaRegistry.url (yours), or consumer.outputFormat=json" -}}
 {{- end -}}
+{{- if and $v.schemaRegistry.enabled $v.schemaRegistry.url -}}
+{{- $msgs = append $msgs "schemaRegistry.enabled and schemaRegistry.url are both set: the first runs the chart's own registry, the second names yours; set one" -}}
+{{- end -}}
 {{- if and $v.schemaRegistry.enabled (eq $v.kafka.mode "external") -}}
 {{- $msgs = append $msgs "schemaRegistry.enabled needs kafka.mode=strimzi (the chart makes the registry's topics and Kafka user there); with an external Kafka run a registry of your own and set schemaRegistry.url" -}}
 {{- end -}}

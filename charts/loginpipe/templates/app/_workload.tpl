@@ -52,6 +52,39 @@ spec:
       {{- end }}
       securityContext:
         {{- toYaml $ctx.Values.podSecurityContext | nindent 8 }}
+      {{- if .registerFormats }}
+      initContainers:
+        # The registry's wire format needs the formats' ids, so they are registered before the
+        # consumer starts (`loginpipe schemas register`: idempotent; it waits for a registry
+        # still starting, and the pod retries after that). The install's hook Job does it too,
+        # but only once every pod is ready, which this consumer would not be without it.
+        - name: register-formats
+          image: {{ include "loginpipe.image" $ctx | quote }}
+          imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+          args: ["schemas", "register"]
+          envFrom:
+            - configMapRef:
+                name: {{ $fullname }}-config
+          env:
+            # It talks to the registry only: the ConfigMap's Kafka security is switched off.
+            - name: LOGINPIPE_KAFKA_SECURITY_PROTOCOL
+              value: PLAINTEXT
+            - name: LOGINPIPE_KAFKA_SSL_CA_LOCATION
+              value: ""
+            - name: LOGINPIPE_SCHEMA_REGISTRY_URL
+              value: {{ include "loginpipe.registry.url" $ctx | quote }}
+            - name: LOGINPIPE_SCHEMA_SUBJECT_PREFIX
+              value: {{ $ctx.Values.schemaRegistry.subjectPrefix | quote }}
+            - name: PYTHONDONTWRITEBYTECODE
+              value: "1"
+          resources:
+            {{- toYaml $ctx.Values.schemaRegistry.register.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $ctx.Values.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+      {{- end }}
       containers:
         - name: {{ .component }}
           image: {{ include "loginpipe.image" $ctx | quote }}
