@@ -63,8 +63,8 @@ class CommitPacer:
 
     A commit stalls the loop (no record is routed while the transaction calls or the flush
     run), so at a fixed interval a slow commit (a loaded broker: send_offsets alone takes
-    100-500 ms then) costs throughput in proportion. While the consumer is behind (its
-    window took a full batch: a backlog waits), the pacer keeps the commits' share of each
+    100-500 ms then) costs throughput in proportion. While the consumer is behind (a
+    full batch or more still waits as its window ends), the pacer keeps the commits' share of each
     cycle near ``stall_share``: the next interval is the commit's smoothed time times
     (1 - share) / share, clamped to [interval, bound]. While it keeps up, a stall costs no
     throughput, only latency, so the interval stays as configured. The bound is the latency
@@ -132,7 +132,7 @@ class CommitWindow:
         self.partitions: set[int] = set()
         self.seconds = metrics.consumer_seconds.labels  # time per phase, by phase name
         self.valid: Counter[str] = Counter()  # routed valid events per device type
-        self.behind = False  # the window took a full batch: a backlog waits (see CommitPacer)
+        self.behind = False  # a full batch still waits as the window ends (see CommitPacer)
         self.invalid: Counter[str] = Counter()  # routed invalid events per reason
         self.producer: Producer = self._new_producer()
 

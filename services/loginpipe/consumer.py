@@ -40,6 +40,7 @@ from loginpipe.kafka_io import (
     LagFromStats,
     Rebalances,
     TransactionalIdClaim,
+    backlog,
     check_kafka,
     consumer_base_config,
     is_fenced,
@@ -268,6 +269,11 @@ class Router:
                     self._process(msgs, window)
                 window.settle()
                 if window.is_open and time.monotonic() - window.opened_at >= interval:
+                    # The pacer's signal: a backlog of a full batch or more still waits as the
+                    # window ends. Not "the window took a full batch": the backlog a commit
+                    # stall leaves behind is one, and taken as a sign of falling behind it
+                    # kept the interval at its bound at a rate the consumer keeps up with.
+                    window.behind = backlog(consumer) >= batch_size
                     window.rotate()
             except KafkaException as exc:
                 original: KafkaError = exc.args[0]
@@ -283,8 +289,6 @@ class Router:
         window.partitions.update(m.partition() for m in msgs)  # type: ignore[misc]
         if not window.is_open:
             window.open()
-        if len(msgs) >= self.s.batch_size:
-            window.behind = True  # a full batch: more is waiting (the commit pacer's signal)
         producer = window.producer
         # The batch's counts and next offsets join the window only once all of it is produced:
         # a batch that fails halfway (a fatal error, a stop with the queue full) must not

@@ -302,6 +302,23 @@ def take(consumer: Consumer, n: int, wait: float, rebalances: Rebalances) -> lis
     return first + rest
 
 
+def backlog(consumer: Consumer) -> int:
+    """Records waiting on the consumer's assigned partitions, from what the client already
+    knows: each partition's high watermark as of its last fetch, minus its position (the
+    next offset the application is handed). Sends no request. A partition counts once the
+    application has been handed one of its records (its position is unknown before)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return 0
+    waiting = 0
+    for tp in consumer.position(assigned):
+        if tp.offset >= 0:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high > tp.offset:
+                waiting += high - tp.offset
+    return waiting
+
+
 def consumer_base_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
     conf = settings.kafka_config()
     conf.update(

@@ -503,7 +503,7 @@ def test_a_slow_commit_lengthens_the_next_window_and_the_interval_is_exported(
     assert w.interval == 0.1
     assert sample(w, "loginpipe_consumer_commit_interval_seconds") == 0.1
     route(w, (0, 10))
-    w.behind = True  # the hot path saw a full batch
+    w.behind = True  # a full batch still waited as the window ended
     w.commit()
     # Smoothed: half of the 300 ms commit, nine times over (a commit a tenth of the cycle).
     assert w.interval == pytest.approx(1.35)
