@@ -399,7 +399,8 @@ def naive_router(
 
 
 # ---- the broker as the bottleneck ------------------------------------------------------------
-FIXED = {"consumer_max_commit_interval_ms": "100"}  # = the commit interval: never grows
+# The fixed 100 ms interval of before: the bound equal to the interval, which never grows.
+FIXED = {"consumer_commit_interval_ms": "100", "consumer_max_commit_interval_ms": "100"}
 BROKER_BOUND: tuple[tuple[str, bool, str, dict[str, str]], ...] = (
     ("bb-loginpipe-eos", True, "paced commit interval (default)", {}),
     ("bb-loginpipe-eos-fixed", True, "fixed 100 ms commit interval", FIXED),

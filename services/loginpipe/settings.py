@@ -337,7 +337,7 @@ class ConsumerSettings(SchemaSettings):
     )
     commit_interval_ms: int = setting(
         "CONSUMER_COMMIT_INTERVAL_MS",
-        100,
+        50,
         "Time a transaction (or an offset commit) stays open while commits are quick; with "
         "the commit's own time it sets the end-to-end latency.",
         minimum=1,
