@@ -312,10 +312,14 @@ def backlog(consumer: Consumer) -> int:
         return 0
     waiting = 0
     for tp in consumer.position(assigned):
-        if tp.offset >= 0:
+        if tp.offset < 0:
+            continue
+        try:
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high > tp.offset:
-                waiting += high - tp.offset
+        except KafkaException:  # a partition the client no longer knows: nothing to count
+            continue
+        if high > tp.offset:
+            waiting += high - tp.offset
     return waiting
 
 

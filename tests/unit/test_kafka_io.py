@@ -7,7 +7,7 @@ import json
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from loginpipe.kafka_io import LagFromStats, Rebalances, take
+from loginpipe.kafka_io import LagFromStats, Rebalances, backlog, take
 from loginpipe.metrics import Metrics
 from loginpipe.settings import AggregatorSettings, describe, load
 
@@ -130,3 +130,34 @@ def test_a_bounded_call_returns_or_raises_what_the_call_does() -> None:
 
     with pytest.raises(KafkaException, match="late"):
         call_bounded(fail, 1.0, 1.0)
+
+
+class WatermarkConsumer:
+    """Positions and cached high watermarks, as librdkafka keeps them."""
+
+    def __init__(self, positions: dict[int, int], highs: dict[int, int]) -> None:
+        self.positions = positions
+        self.highs = highs
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("t", p) for p in self.positions]
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition("t", tp.partition, self.positions[tp.partition]) for tp in tps]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        assert cached, "the backlog must not cost a request"
+        if tp.partition not in self.highs:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        return 0, self.highs[tp.partition]
+
+
+def test_the_backlog_counts_what_waits_behind_each_known_position_and_nothing_else() -> None:
+    consumer = WatermarkConsumer(
+        # 0: 700 waiting; 1: caught up; 2: not handed a record yet (-1001); 3: unknown to the
+        # client; 4: a watermark older than the position (a fetch not back yet).
+        positions={0: 300, 1: 50, 2: -1001, 3: 10, 4: 90},
+        highs={0: 1000, 1: 50, 2: 500, 4: 80},
+    )
+    assert backlog(consumer) == 700  # type: ignore[arg-type]
+    assert backlog(WatermarkConsumer({}, {})) == 0  # type: ignore[arg-type]
