@@ -63,9 +63,9 @@ class CommitPacer:
 
     A commit stalls the loop (no record is routed while the transaction calls or the flush
     run), so at a fixed interval a slow commit (a loaded broker: send_offsets alone takes
-    100-500 ms then) costs throughput in proportion. While the consumer is behind (a
-    full batch or more still waits as its window ends), the pacer keeps the commits' share of each
-    cycle near ``stall_share``: the next interval is the commit's smoothed time times
+    100-500 ms then) costs throughput in proportion. While the consumer is behind (a full
+    batch or more still waits as its window ends), the pacer keeps the commits' share of
+    each cycle near ``stall_share``: the next interval is the commit's smoothed time times
     (1 - share) / share, clamped to [interval, bound]. While it keeps up, a stall costs no
     throughput, only latency, so the interval stays as configured. The bound is the latency
     a user accepts under load.

@@ -269,10 +269,9 @@ class Router:
                     self._process(msgs, window)
                 window.settle()
                 if window.is_open and time.monotonic() - window.opened_at >= interval:
-                    # The pacer's signal: a backlog of a full batch or more still waits as the
-                    # window ends. Not "the window took a full batch": the backlog a commit
-                    # stall leaves behind is one, and taken as a sign of falling behind it
-                    # kept the interval at its bound at a rate the consumer keeps up with.
+                    # The pacer's signal: behind while a full batch or more still waits as the
+                    # window ends. A full batch taken is no such sign: a commit stall leaves
+                    # one behind even when the consumer keeps up.
                     window.behind = backlog(consumer) >= batch_size
                     window.rotate()
             except KafkaException as exc:
