@@ -325,29 +325,25 @@ def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
     out: dict[str, Any] = {"delivery": delivery, "points": points}
     seed = cfg.seed * 1000 + (1 if delivery == "exactly_once" else 2) * 100
     try:
-        warm = _point(
-            ctx,
-            tag=f"latency {short} warm-up",
-            topic=topic_in,
-            offered=WARMUP_RATE,
-            seconds=WARMUP_SECONDS,
-            seed=seed,
-            obs=obs,
-            procs=procs,
-        )
-        if not warm["drained"]:
-            raise RuntimeError("the warm-up events did not reach Redis within 60 s")
+        # Both warm-ups must drain: a backlog left behind would fall on the first point.
         top = max(rates, default=WARMUP_RATE)
-        _point(
-            ctx,
-            tag=f"latency {short} warm-up at {rate(top)}",
-            topic=topic_in,
-            offered=top,
-            seconds=min(WARMUP_TOP_SECONDS, cfg.latency_seconds),
-            seed=seed + 99,
-            obs=obs,
-            procs=procs,
-        )
+        warm_ups = [
+            ("warm-up", WARMUP_RATE, WARMUP_SECONDS),
+            (f"warm-up at {rate(top)}", top, min(WARMUP_TOP_SECONDS, cfg.latency_seconds)),
+        ]
+        for k, (tag, offered, seconds) in enumerate(warm_ups):
+            warm = _point(
+                ctx,
+                tag=f"latency {short} {tag}",
+                topic=topic_in,
+                offered=offered,
+                seconds=seconds,
+                seed=seed + 99 * k,
+                obs=obs,
+                procs=procs,
+            )
+            if not warm["drained"]:
+                raise RuntimeError(f"the {tag} events did not reach Redis within 60 s")
         # Repetitions interleaved (every rate once, then again), so a slow spell of the
         # machine does not fall on one rate only.
         measured: list[list[dict[str, Any]]] = [[] for _ in rates]
