@@ -182,6 +182,10 @@ class CommitWindow:
         """The error behind librdkafka's generic fatal one (exactly-once only)."""
         return err
 
+    def explain(self, err: KafkaError) -> KafkaError:
+        """The transaction's own error behind librdkafka's generic state one (exactly-once)."""
+        return err
+
     def replaceable(self, err: KafkaError, original: KafkaError) -> bool:
         """Whether a fresh producer mends this error (exactly-once: a fatal producer error)."""
         return False
@@ -268,6 +272,7 @@ class CommitWindow:
         failure budget (LOGINPIPE_CONSUMER_FAILURE_BUDGET_SECONDS) with no success, an exit
         naming the cause instead of aborting and retrying forever.
         """
+        err = self.explain(err)
         self._note_failure(err, during, "transaction failed, aborting and rewinding")
         self._abort()
         self.metrics.transactions.labels("aborted").inc()
@@ -446,6 +451,31 @@ class TransactionalWindow(CommitWindow):
         except KafkaException as exc:
             underlying: KafkaError = exc.args[0]
             return underlying
+        return err
+
+    def explain(self, err: KafkaError) -> KafkaError:
+        """The error that failed the transaction, when a call reports only ``_STATE``.
+
+        A record that fails while ``send_offsets_to_transaction`` is on its way makes that call
+        fail with ``_STATE`` ("Erroneous state"), and ``produce()`` refuses with ``_STATE``
+        once the transaction has failed; the record's own error (``MSG_SIZE_TOO_LARGE``,
+        say) is what an operator must see, in the log and in the failure metric's cause.
+        Once the transaction is in its abortable state, ``begin_transaction()`` refuses at
+        once with that error, changing nothing (librdkafka's ``rd_kafka_txn_require_state``).
+        The flush first lets the failing record's answer arrive; bounded, and only on this
+        rare path.
+        """
+        if err.code() != KafkaError._STATE:
+            return err
+        try:
+            self.producer.flush(1.0)
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            cause: KafkaError = exc.args[0]
+            if cause.code() != KafkaError._STATE:
+                return cause
+        # Not in the abortable state after all (or it opened a transaction, which the abort
+        # that follows throws away): the generic error is all there is to say.
         return err
 
     def replaceable(self, err: KafkaError, original: KafkaError) -> bool:

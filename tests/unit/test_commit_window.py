@@ -328,6 +328,33 @@ def test_a_produce_error_fails_the_window_only_if_the_transaction_must_abort() -
     assert not w.produce_failure_aborts(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
 
 
+def test_a_commit_failing_with_the_generic_state_error_is_logged_under_the_records_own_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w, (p,), c = make()
+    route(w, (0, 10))
+    # A record failed while the offsets were on their way: librdkafka says only _STATE, and
+    # the transaction, now abortable, names the record's error to the next call.
+    p.fail["send_offsets"] = [abortable(KafkaError._STATE)]
+    p.fail["begin"] = [abortable(KafkaError.MSG_SIZE_TOO_LARGE)]
+    w.commit()
+    assert p.calls == ["begin", "send_offsets", "flush", "begin", "abort"]
+    assert sample(w, "loginpipe_transaction_failures_total", cause="MSG_SIZE_TOO_LARGE") == 1
+    assert sample(w, "loginpipe_transaction_failures_total", cause="_STATE") == 0
+    assert [r.cause for r in caplog.records] == ["MSG_SIZE_TOO_LARGE"]  # type: ignore[attr-defined]
+    assert c.seeks == [(0, 10)]
+
+
+def test_a_state_error_with_nothing_behind_it_keeps_its_own_name() -> None:
+    w, (p,), _c = make()
+    route(w, (0, 10))
+    p.fail["send_offsets"] = [abortable(KafkaError._STATE)]
+    p.fail["begin"] = [KafkaError(KafkaError._STATE, "Operation not valid in state InTransaction")]
+    w.commit()
+    assert p.calls[-1] == "abort"
+    assert sample(w, "loginpipe_transaction_failures_total", cause="_STATE") == 1
+
+
 def test_lost_partitions_abort_the_open_transaction_but_a_hung_producer_is_left_alone() -> None:
     w, (p,), _c = make()
     route(w, (0, 10))
