@@ -512,6 +512,33 @@ class Pipeline:
         finally:
             c.close()
 
+    def in_open_transaction(self) -> int:
+        """Records of the output topics written by a transaction not ended yet, over every
+        partition: each partition's high watermark less its last stable offset."""
+        from confluent_kafka import IsolationLevel
+        from confluent_kafka.admin import OffsetSpec
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.kafka_client})
+        tps = [
+            TopicPartition(t, p)
+            for t in (self.processed, self.errors)
+            for p in range(self.partitions)
+        ]
+
+        def ends(isolation: IsolationLevel) -> dict[tuple[str, int], int]:
+            futures = admin.list_offsets(
+                {tp: OffsetSpec.latest() for tp in tps},
+                isolation_level=isolation,
+                request_timeout=10,
+            )
+            return {(tp.topic, tp.partition): f.result(10).offset for tp, f in futures.items()}
+
+        # The high watermarks first: a record below one of them and still above the stable
+        # offset read after it is in a transaction open at that second reading.
+        high = ends(IsolationLevel.READ_UNCOMMITTED)
+        stable = ends(IsolationLevel.READ_COMMITTED)
+        return sum(max(0, high[k] - stable[k]) for k in high)
+
     def produce_raw(
         self,
         records: list[tuple[bytes | None, bytes | None]],

@@ -112,10 +112,17 @@ def committed_input(pl: Any) -> int:
     return sum(max(o, 0) for o in pl.committed(pl.consumer_group, pl.input).values())
 
 
-def kill_once_it_commits(pl: Any, gen: Any, consumer: Any, round_: int, **env: str) -> Any:
-    """SIGKILL the consumer once it has committed more input; its replacement, started."""
+def kill_once_it_commits(
+    pl: Any, gen: Any, consumer: Any, round_: int, mid_transaction: bool = False, **env: str
+) -> Any:
+    """SIGKILL the consumer once it has committed more input (``mid_transaction``: and while
+    its next transaction has records in the log); its replacement, started."""
     floor = committed_input(pl)
     wait_for("the consumer to commit more input", lambda: committed_input(pl) > floor, 60)
+    if mid_transaction:
+        # Right after a commit the next transaction may have written nothing yet: a kill
+        # then aborts an empty one. Kill once records are in the log but not committed.
+        wait_for("an open transaction with records in the log", pl.in_open_transaction, 30, 0.02)
     assert gen.running(), f"generator finished before kill round {round_}: raise the count"
     consumer.kill()
     return pl.service("consumer", "consume", **env).start()
@@ -134,7 +141,9 @@ def test_counts_stay_exact_when_the_consumer_and_aggregator_are_killed_mid_run(
 
     # Kill each service twice while events are still flowing, then let them finish.
     for round_ in range(2):
-        consumer = kill_once_it_commits(pl, gen, consumer, round_, **slow_commit)
+        consumer = kill_once_it_commits(
+            pl, gen, consumer, round_, mid_transaction=True, **slow_commit
+        )
 
         total = sum(pl.counts().values())
         wait_for("the aggregator to count more", lambda t=total: sum(pl.counts().values()) > t, 60)
