@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             result["aggregator"] = throughput.aggregator(ctx)
         if "latency" in cfg.phases:
             by_id = {c["id"]: c for c in result["contenders"]}
+            floor_rates: list[float] = []
             for delivery, cid in report.OURS.items():
                 rates = []
                 for spec in cfg.latency_rates:
@@ -233,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         rates.append(float(spec))
                 result["latency"].append(latency.run_mode(ctx, delivery, rates))
+                if delivery == "at_least_once":
+                    floor_rates = rates
+            # The relay floor at at-least-once's points: what any Python pipeline pays here.
+            result["latency"].append(latency.run_mode(ctx, latency.FLOOR, floor_rates))
         if "broker-bound" in cfg.phases:
             assert sample is not None
             result["broker_bound"] = throughput.broker_bound(ctx, *sample)

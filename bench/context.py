@@ -16,6 +16,7 @@ from bench.kafka_util import Kafka
 from bench.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / "peers"  # the peers' own programs
 PY = sys.executable  # the project's venv: loginpipe and its pins
 START_TIME = 1_764_000_000  # first event timestamp of every generated set (reproducible)
 BAD_SHARE = 0.2

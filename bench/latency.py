@@ -41,7 +41,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench import loadgen, runs
-from bench.context import PY, ROOT, Ctx, wait_until
+from bench.context import PEERS, PY, ROOT, Ctx, wait_until
 from bench.procs import Proc
 from bench.progress import mib, rate
 
@@ -282,40 +282,53 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
 
 
+FLOOR = "floor"  # the relay floor (bench/peers/relay_floor.py), beside at least once
+
+
 def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
-    """Every load point of one delivery mode, on its own topics and services."""
-    short = "eos" if delivery == "exactly_once" else "alo"
+    """Every load point of one delivery mode (or of the relay floor), on its own topics and
+    services."""
+    short = {"exactly_once": "eos", "at_least_once": "alo", FLOOR: FLOOR}[delivery]
     cfg = ctx.cfg
     topic_in = ctx.name(f"lat-{short}-user-login")
     topic_ok = ctx.name(f"lat-{short}-processed")
     topic_err = ctx.name(f"lat-{short}-errors")
     ctx.kafka.create_topics([topic_in, topic_ok, topic_err])
     prefix = ctx.redis_prefix(f"lat-{short}")
-    env = ctx.loginpipe_env(
-        topic_input=topic_in,
-        topic_processed=topic_ok,
-        topic_errors=topic_err,
-        consumer_group=ctx.kafka.group(ctx.name(f"lat-{short}-consumer")),
-        aggregator_group=ctx.kafka.group(ctx.name(f"lat-{short}-aggregator")),
-        consumer_transactional_id=ctx.name(f"lat-{short}-txn"),
-        consumer_delivery=delivery,
-        redis_key_prefix=prefix,
-    )
+    consumer_group = ctx.kafka.group(ctx.name(f"lat-{short}-consumer"))
+    aggregator_group = ctx.kafka.group(ctx.name(f"lat-{short}-aggregator"))
+    if delivery == FLOOR:
+        floor = [PY, str(PEERS / "relay_floor.py")]
+        common = ["--bootstrap", cfg.bootstrap, "--processed", topic_ok]
+        argv = {
+            "consumer": [
+                *floor, "relay", *common, "--input", topic_in, "--errors", topic_err,
+                "--group", consumer_group,
+            ],
+            "aggregator": [
+                *floor, "count", *common, "--group", aggregator_group,
+                "--redis-url", cfg.redis_url, "--key", prefix + "device_counts",
+            ],
+        }  # fmt: skip
+        env = ctx.loginpipe_env()
+    else:
+        argv = {
+            "consumer": [PY, "-m", "loginpipe", "consume"],
+            "aggregator": [PY, "-m", "loginpipe", "aggregate"],
+        }
+        env = ctx.loginpipe_env(
+            topic_input=topic_in,
+            topic_processed=topic_ok,
+            topic_errors=topic_err,
+            consumer_group=consumer_group,
+            aggregator_group=aggregator_group,
+            consumer_transactional_id=ctx.name(f"lat-{short}-txn"),
+            consumer_delivery=delivery,
+            redis_key_prefix=prefix,
+        )
     procs = {
-        "consumer": Proc(
-            f"lat-{short}-consumer",
-            [PY, "-m", "loginpipe", "consume"],
-            logdir=ctx.logdir,
-            env=env,
-            cwd=ROOT,
-        ),
-        "aggregator": Proc(
-            f"lat-{short}-aggregator",
-            [PY, "-m", "loginpipe", "aggregate"],
-            logdir=ctx.logdir,
-            env=env,
-            cwd=ROOT,
-        ),
+        role: Proc(f"lat-{short}-{role}", args, logdir=ctx.logdir, env=env, cwd=ROOT)
+        for role, args in argv.items()
     }
     obs = Observer(ctx, topic_ok, prefix + "device_counts")
     obs.start()
@@ -323,6 +336,7 @@ def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
     sys.setswitchinterval(0.0005)  # the observer threads stamp times: keep GIL waits short
     points: list[dict[str, Any]] = []
     out: dict[str, Any] = {"delivery": delivery, "points": points}
+    # The floor gets at least once's seeds: the same events at each point.
     seed = cfg.seed * 1000 + (1 if delivery == "exactly_once" else 2) * 100
     try:
         # Both warm-ups must drain: a backlog left behind would fall on the first point.

@@ -11,6 +11,7 @@ DELIVERY = {
     "at_least_once": "at least once",
     "auto_commit": "auto-commit",
     "none": "consume only",
+    "floor": "relay floor",
 }
 TIMES = "\u00d7"  # the multiplication sign
 OURS = {"exactly_once": "loginpipe-eos", "at_least_once": "loginpipe-alo"}
@@ -328,5 +329,24 @@ def render(report: dict[str, Any]) -> str:
             "",
             *_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}),
             "",
+            *_floor_ratios(lat),
         ]
     return "\n".join(lines)
+
+
+def _floor_ratios(lat: list[dict[str, Any]]) -> list[str]:
+    """At least once's p99 to Redis ÷ the relay floor's, at each load point both measured."""
+    by_mode = {m["delivery"]: {p["offered_rate"]: p for p in m["points"]} for m in lat}
+    alo, floor = by_mode.get("at_least_once", {}), by_mode.get("floor", {})
+    parts = []
+    for offered in sorted(set(alo) & set(floor)):
+        ours, base = alo[offered]["to_redis"]["p99_ms"], floor[offered]["to_redis"]["p99_ms"]
+        if ours is not None and base:
+            parts.append(f"{_num(offered)}/s {ours / base:.2f}{TIMES}")
+    if not parts:
+        return []
+    return [
+        "p99 to Redis, loginpipe at least once ÷ the relay floor (the same rules with nothing "
+        "else, bench/peers/relay_floor.py): " + ", ".join(parts),
+        "",
+    ]

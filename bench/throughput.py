@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import broker_limit, runs
-from bench.context import BAD_SHARE, PY, ROOT, START_TIME, Ctx
+from bench.context import BAD_SHARE, PEERS, PY, ROOT, START_TIME, Ctx
 from bench.kafka_util import (
     HEADER_DEVICE_TYPE,
     HEADER_REASON,
@@ -35,8 +35,6 @@ from bench.procs import Proc
 from bench.progress import mib, rate
 from loginpipe.events import EventFactory
 from loginpipe.validation import Valid, validate
-
-PEERS = ROOT / "bench" / "peers"
 
 
 def stored_counts(raw: Any) -> dict[str, int]:

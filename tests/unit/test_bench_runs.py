@@ -77,7 +77,7 @@ def test_a_load_point_run_three_times_reports_median_percentiles_and_any_loss() 
     assert p["to_processed"]["samples"] == 300
 
 
-def test_the_table_shows_the_range_and_the_broker_bound_phase() -> None:
+def test_the_table_shows_the_range_the_broker_bound_phase_and_the_relay_floor() -> None:
     c = runs.contender([router(40_000, 25), router(50_000, 20), router(30_000, 30)])
     bb = runs.contender([router(20_000, 30), router(22_000, 31), router(21_000, 29)])
     result = {
@@ -102,9 +102,15 @@ def test_the_table_shows_the_range_and_the_broker_bound_phase() -> None:
         "contenders": [c],
         "ratios": [],
         "broker_bound": {"broker_cpus": 0.1, "events": 100_000, "contenders": [bb]},
-        "latency": [{"delivery": "exactly_once", "points": [runs.latency_point([point(20)] * 3)]}],
+        "latency": [
+            {"delivery": "exactly_once", "points": [runs.latency_point([point(20)] * 3)]},
+            {"delivery": "at_least_once", "points": [runs.latency_point([point(30)] * 3)]},
+            {"delivery": "floor", "points": [runs.latency_point([point(20)] * 3)]},
+        ],
     }
     text = report.render(result)
+    assert "relay floor" in text
+    assert "loginpipe at least once ÷ the relay floor" in text and "1.50\u00d7" in text
     assert "median of 3 runs" in text
     assert "30.0k-50.0k" in text
     assert "Broker-bound: the broker confined to 0.1 CPU" in text and "20.0k-22.0k" in text
