@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from loginpipe.redis_store import split_hash
 from tests.conftest import require, wait_for
@@ -362,6 +362,7 @@ class Pipeline:
         # The test's own Kafka clients (readers, offsets, raw producer): extra librdkafka settings,
         # such as a secured broker's super user.
         self.kafka_client: dict[str, str] = {}
+        self._admin: AdminClient | None = None
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("LOGINPIPE_")},
             "PYTHONPATH": str(SERVICES),
@@ -515,10 +516,10 @@ class Pipeline:
     def in_open_transaction(self) -> int:
         """Records of the output topics written by a transaction not ended yet, over every
         partition: each partition's high watermark less its last stable offset."""
-        from confluent_kafka import IsolationLevel
-        from confluent_kafka.admin import OffsetSpec
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.kafka_client})
+        if self._admin is None:  # one client for every poll: made on first use, when
+            # kafka_client holds whatever a secured broker needs
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.kafka_client})
+        admin = self._admin
         tps = [
             TopicPartition(t, p)
             for t in (self.processed, self.errors)
