@@ -119,6 +119,12 @@ RUNS ?= 1
 bench: infra-up ## benchmark loginpipe beside its peers: table + .bench/latest.json (RUNS=3: median and range)
 	$(PY) -m bench --runs $(RUNS) $(BENCH_ARGS)
 
+BASE ?= HEAD
+AB_ROUNDS ?= 6
+.PHONY: bench-ab
+bench-ab: infra-up ## at-least-once p99 at 10k/s: this checkout beside BASE (default HEAD) and the relay floor, AB_ROUNDS interleaved rounds
+	$(PY) -m bench.ab --base $(BASE) --rounds $(AB_ROUNDS) $(BENCH_ARGS)
+
 .PHONY: bench-quick
 bench-quick: infra-up ## the benchmark's quick mode (100,000 events, about 2 min; CI runs it)
 	$(PY) -m bench --quick $(BENCH_ARGS)

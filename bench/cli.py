@@ -150,27 +150,36 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    progress = Progress()
+def connect(cfg: Config, prog: str = "bench") -> tuple[Kafka, redis.Redis] | None:
+    """Kafka and Redis, each checked; None (and what to do, on stderr) if one is away."""
     kafka = Kafka(cfg.bootstrap, cfg.partitions)
     try:
         kafka.check()
     except KafkaException as exc:
         sys.stderr.write(
-            f"bench: cannot reach Kafka at {cfg.bootstrap} ({exc}); start it with "
+            f"{prog}: cannot reach Kafka at {cfg.bootstrap} ({exc}); start it with "
             "`make infra-up` or pass --bootstrap\n"
         )
-        return 3
+        return None
     r = redis.Redis.from_url(cfg.redis_url, socket_connect_timeout=5, socket_timeout=10)
     try:
         r.ping()
     except redis.RedisError as exc:
         sys.stderr.write(
-            f"bench: cannot reach Redis at {cfg.redis_url} ({exc}); start it with "
+            f"{prog}: cannot reach Redis at {cfg.redis_url} ({exc}); start it with "
             "`make infra-up` or pass --redis-url\n"
         )
+        return None
+    return kafka, r
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    progress = Progress()
+    clients = connect(cfg)
+    if clients is None:
         return 3
+    kafka, r = clients
 
     logs = LOGS  # the benchmark's own folder, whatever --out says: it is emptied first
     shutil.rmtree(logs, ignore_errors=True)

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -285,9 +286,12 @@ def _ms(x: float | None) -> str:
 FLOOR = "floor"  # the relay floor (bench/peers/relay_floor.py), beside at least once
 
 
-def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
+def run_mode(
+    ctx: Ctx, delivery: str, rates: list[float], services: Path | None = None
+) -> dict[str, Any]:
     """Every load point of one delivery mode (or of the relay floor), on its own topics and
-    services."""
+    services. ``services``: run loginpipe from that folder (another revision's
+    ``services/``, see ``bench.ab``) instead of this checkout's."""
     short = {"exactly_once": "eos", "at_least_once": "alo", FLOOR: FLOOR}[delivery]
     cfg = ctx.cfg
     topic_in = ctx.name(f"lat-{short}-user-login")
@@ -326,6 +330,8 @@ def run_mode(ctx: Ctx, delivery: str, rates: list[float]) -> dict[str, Any]:
             consumer_delivery=delivery,
             redis_key_prefix=prefix,
         )
+    if services is not None:
+        env["PYTHONPATH"] = str(services)
     procs = {
         role: Proc(f"lat-{short}-{role}", args, logdir=ctx.logdir, env=env, cwd=ROOT)
         for role, args in argv.items()

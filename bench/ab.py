@@ -1,0 +1,211 @@
+"""``python -m bench.ab --base REV``: at-least-once latency of this checkout beside another
+revision's, interleaved, in one run (``make bench-ab BASE=REV``).
+
+A change meant to cut the tail is judged against the code it replaces, on the same machine in
+the same hour: one latency run is noise on a 2-core box shared with the broker (the p99 to
+Redis at 10k/s of one revision ranged 41-92 ms over six runs in one hour). So this runs the
+at-least-once latency point (``bench.latency``) for this checkout, for ``REV`` and for the
+relay floor, round after round, each round in another order, and prints every round and the
+median and range of each. ``REV``'s ``services/`` is exported with ``git archive`` into
+``.bench/trees/<commit>`` and run on this checkout's venv (its Python dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from dataclasses import replace
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from bench import latency
+from bench.cli import connect
+from bench.cli import parse_args as bench_args
+from bench.context import ROOT, Ctx
+from bench.procs import Proc
+from bench.progress import Progress
+
+TREES = ROOT / ".bench" / "trees"
+LOGS = ROOT / ".bench" / "ab-logs"
+HEAD, FLOOR = "this checkout", "relay floor"
+FIGURES = {  # the figure, and where a load point keeps it
+    "p99 to Redis": ("to_redis", "p99_ms"),
+    "p50 to Redis": ("to_redis", "p50_ms"),
+    "p99 first hop": ("to_consumer_output", "p99_ms"),
+}
+
+
+def rotation(names: list[str], k: int) -> list[str]:
+    """Round ``k``'s order: each variant goes first in turn, so none always follows another."""
+    i = k % len(names)
+    return names[i:] + names[:i]
+
+
+def summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per variant and figure: the median of the rounds and their range."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, rows in rounds.items():
+        out[name] = {}
+        for fig in FIGURES:
+            xs = [r[fig] for r in rows if r.get(fig) is not None]
+            out[name][fig] = (
+                {"median": statistics.median(xs), "range": [min(xs), max(xs)], "runs": len(xs)}
+                if xs
+                else None
+            )
+    return out
+
+
+def render(summ: dict[str, dict[str, Any]], base: str) -> str:
+    lines = [f"{'':<22}" + "".join(f"{fig:>24}" for fig in FIGURES)]
+    for name, figs in summ.items():
+        cells = []
+        for fig in FIGURES:
+            f = figs[fig]
+            cells.append(
+                "-" if f is None else f"{f['median']:.1f} ({f['range'][0]:.0f}-{f['range'][1]:.0f})"
+            )
+        lines.append(f"{name:<22}" + "".join(f"{c:>24}" for c in cells))
+    fig = "p99 to Redis"
+    med: dict[str, float] = {n: f[fig]["median"] for n, f in summ.items() if f[fig]}
+    for a, b in ((HEAD, base), (HEAD, FLOOR), (base, FLOOR)):
+        if a in med and b in med and med[b] > 0:
+            lines.append(f"{fig}, {a} ÷ {b}: {med[a] / med[b]:.2f}")
+    return "\n".join(lines)
+
+
+def export(rev: str) -> tuple[str, Path]:
+    """``rev``'s ``services/`` as a folder (cached by commit)."""
+    commit = subprocess.run(  # noqa: S603 - git on this checkout, the revision as one argument
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = TREES / commit
+    if not (tree / "services" / "loginpipe" / "__init__.py").exists():
+        archive = subprocess.run(  # noqa: S603
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "services/loginpipe"],  # noqa: S607
+            check=True,
+            capture_output=True,
+        ).stdout
+        part = tree.with_suffix(".part")
+        shutil.rmtree(part, ignore_errors=True)
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(part, filter="data")
+        shutil.rmtree(tree, ignore_errors=True)
+        part.rename(tree)
+    return commit, tree / "services"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="the revision to compare with (e.g. main~1)")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds, each variant once (6)")
+    ap.add_argument("--rate", type=float, default=10000.0, help="offered events/s (10000)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds per point (20)")
+    ap.add_argument("--no-floor", action="store_true", help="leave the relay floor out")
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka (127.0.0.1:9092)")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis")
+    ap.add_argument("--out", default=str(ROOT / ".bench" / "ab.json"), help="JSON output")
+    a = ap.parse_args(argv)
+    if a.rounds < 1 or a.rate <= 0 or a.seconds <= 0:
+        ap.error("--rounds, --rate and --seconds must be positive")
+    return a
+
+
+def _figures(point: dict[str, Any]) -> dict[str, float]:
+    return {fig: point[where][key] for fig, (where, key) in FIGURES.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    try:
+        commit, base_services = export(a.base)
+    except subprocess.CalledProcessError as exc:
+        sys.stderr.write(f"bench.ab: cannot export {a.base!r}: {exc.stderr!s}\n")
+        return 2
+    base = f"base {commit[:9]}"
+    cfg = bench_args(
+        [
+            *("--only", "latency", "--bootstrap", a.bootstrap, "--redis-url", a.redis_url),
+            *("--latency-rates", f"{a.rate:g}", "--latency-seconds", f"{a.seconds:g}"),
+        ]
+    )
+    cfg = replace(cfg, out=Path(a.out))
+    clients = connect(cfg, "bench.ab")
+    if clients is None:
+        return 3
+    kafka, r = clients
+    shutil.rmtree(LOGS, ignore_errors=True)
+    ctx = Ctx(cfg=cfg, progress=Progress(), kafka=kafka, redis=r, logdir=LOGS)
+    variants: dict[str, Path | None] = {HEAD: None, base: base_services}
+    if not a.no_floor:
+        variants[FLOOR] = None
+    rounds: dict[str, list[dict[str, float]]] = {n: [] for n in variants}
+    failures: list[str] = []
+    started = time.time()
+    try:
+        for k in range(a.rounds):
+            for name in rotation(list(variants), k):
+                ctx.run = uuid.uuid4().hex[:8]  # fresh topics and groups for every run
+                ctx.logdir = LOGS / f"round{k + 1}-{name.replace(' ', '-')}"
+                ctx.logdir.mkdir(parents=True, exist_ok=True)
+                ctx.progress.line(f"[ab] round {k + 1} of {a.rounds}: {name}")
+                if name == FLOOR:
+                    res = latency.run_mode(ctx, latency.FLOOR, [a.rate])
+                else:
+                    res = latency.run_mode(ctx, "at_least_once", [a.rate], variants[name])
+                try:
+                    kafka.cleanup()
+                    ctx.cleanup_redis()
+                except Exception as exc:  # cleanup is best effort: note it, go on
+                    ctx.progress.line(f"[ab] cleanup incomplete: {exc}")
+                points = res.get("points") or []
+                if "error" in res or not points or not points[0]["drained"]:
+                    failures.append(f"round {k + 1} {name}: {res.get('error', 'incomplete')}")
+                    continue
+                rounds[name].append(_figures(points[0]))
+    except KeyboardInterrupt:
+        failures.append("interrupted")
+    finally:
+        Proc.stop_all()
+        kafka.cleanup()
+        ctx.cleanup_redis()
+    summ = summary(rounds)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(
+        json.dumps(
+            {
+                "base": commit,
+                "rate": a.rate,
+                "seconds": a.seconds,
+                "rounds": rounds,
+                "summary": summ,
+                "failures": failures,
+                "duration_seconds": time.time() - started,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    sys.stdout.write(
+        f"\nat least once at {a.rate:g}/s, {a.seconds:g} s per run, {a.rounds} rounds "
+        "(median, range in ms):\n" + render(summ, base) + "\n"
+    )
+    if failures:
+        sys.stdout.write("FAILED:\n" + "".join(f"  - {f}\n" for f in failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
