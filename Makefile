@@ -122,7 +122,7 @@ bench: infra-up ## benchmark loginpipe beside its peers: table + .bench/latest.j
 BASE ?= HEAD
 AB_ROUNDS ?= 6
 .PHONY: bench-ab
-bench-ab: infra-up ## at-least-once p99 at 10k/s: this checkout beside BASE (default HEAD) and the relay floor, AB_ROUNDS interleaved rounds
+bench-ab: infra-up ## this checkout beside BASE (default HEAD): throughput, CPU per event and at-least-once p99 at 10k/s, AB_ROUNDS interleaved rounds
 	$(PY) -m bench.ab --base $(BASE) --rounds $(AB_ROUNDS) $(BENCH_ARGS)
 
 .PHONY: bench-quick

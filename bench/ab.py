@@ -1,13 +1,15 @@
-"""``python -m bench.ab --base REV``: at-least-once latency of this checkout beside another
-revision's, interleaved, in one run (``make bench-ab BASE=REV``).
+"""``python -m bench.ab --base REV``: this checkout beside another revision, interleaved, in
+one run (``make bench-ab BASE=REV``).
 
-A change meant to cut the tail is judged against the code it replaces, on the same machine in
-the same hour: one latency run is noise on a 2-core box shared with the broker (the p99 to
-Redis at 10k/s of one revision ranged 41-92 ms over six runs in one hour). So this runs the
-at-least-once latency point (``bench.latency``) for this checkout, for ``REV`` and for the
-relay floor, round after round, each round in another order, and prints every round and the
-median and range of each. ``REV``'s ``services/`` is exported with ``git archive`` into
-``.bench/trees/<commit>`` and run on this checkout's venv (its Python dependencies).
+A change is judged against the code it replaces, on the same machine in the same hour: one
+run is noise on a 2-core box shared with the broker (the p99 to Redis at 10k/s of one
+revision ranged 41-92 ms over six runs in one hour). So this runs, round after round and each
+round in another order, for this checkout and for ``REV``: the consumer on a pre-filled input
+in both delivery modes (events/s, CPU seconds per million, as ``bench.throughput`` measures
+them) and the at-least-once latency point (``bench.latency``); the relay floor's latency too.
+It prints the median and range of each figure and the ratios. ``REV``'s ``services/`` is
+exported with ``git archive`` into ``.bench/trees/<commit>`` and run on this checkout's venv
+(its Python dependencies).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench import latency
+from bench import latency, throughput
 from bench.cli import connect
 from bench.cli import parse_args as bench_args
 from bench.context import ROOT, Ctx
@@ -36,11 +38,16 @@ from bench.progress import Progress
 TREES = ROOT / ".bench" / "trees"
 LOGS = ROOT / ".bench" / "ab-logs"
 HEAD, FLOOR = "this checkout", "relay floor"
-FIGURES = {  # the figure, and where a load point keeps it
-    "p99 to Redis": ("to_redis", "p99_ms"),
-    "p50 to Redis": ("to_redis", "p50_ms"),
-    "p99 first hop": ("to_consumer_output", "p99_ms"),
+LATENCY = {  # the figure, and where a load point keeps it
+    "p99 to Redis, ms": ("to_redis", "p99_ms"),
+    "p50 to Redis, ms": ("to_redis", "p50_ms"),
+    "p99 first hop, ms": ("to_consumer_output", "p99_ms"),
 }
+THROUGHPUT = {  # the figure, and where a contender's result keeps it, per mode
+    "events/s": "events_per_second",
+    "CPU s per million": "cpu_seconds_per_million",
+}
+MODES = {True: "exactly once", False: "at least once"}
 
 
 def rotation(names: list[str], k: int) -> list[str]:
@@ -49,13 +56,14 @@ def rotation(names: list[str], k: int) -> list[str]:
     return names[i:] + names[:i]
 
 
-def summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Per variant and figure: the median of the rounds and their range."""
+def summary(rounds: dict[str, list[dict[str, float | None]]]) -> dict[str, dict[str, Any]]:
+    """Per variant and figure (in the order first seen): the median of the rounds, the range."""
+    figures = list(dict.fromkeys(f for rows in rounds.values() for r in rows for f in r))
     out: dict[str, dict[str, Any]] = {}
     for name, rows in rounds.items():
         out[name] = {}
-        for fig in FIGURES:
-            xs = [r[fig] for r in rows if r.get(fig) is not None]
+        for fig in figures:
+            xs = [x for r in rows if (x := r.get(fig)) is not None]
             out[name][fig] = (
                 {"median": statistics.median(xs), "range": [min(xs), max(xs)], "runs": len(xs)}
                 if xs
@@ -64,21 +72,32 @@ def summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, An
     return out
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}"
+
+
 def render(summ: dict[str, dict[str, Any]], base: str) -> str:
-    lines = [f"{'':<22}" + "".join(f"{fig:>24}" for fig in FIGURES)]
-    for name, figs in summ.items():
+    """A figure per line, a variant per column (median and range), then the ratios."""
+    names = list(summ)
+    figures = list(dict.fromkeys(f for figs in summ.values() for f in figs))
+    width = max([len(f) for f in figures] + [6]) + 2
+    lines = [f"{'':<{width}}" + "".join(f"{n:>26}" for n in names)]
+    for fig in figures:
         cells = []
-        for fig in FIGURES:
-            f = figs[fig]
-            cells.append(
-                "-" if f is None else f"{f['median']:.1f} ({f['range'][0]:.0f}-{f['range'][1]:.0f})"
-            )
-        lines.append(f"{name:<22}" + "".join(f"{c:>24}" for c in cells))
-    fig = "p99 to Redis"
-    med: dict[str, float] = {n: f[fig]["median"] for n, f in summ.items() if f[fig]}
-    for a, b in ((HEAD, base), (HEAD, FLOOR), (base, FLOOR)):
-        if a in med and b in med and med[b] > 0:
-            lines.append(f"{fig}, {a} ÷ {b}: {med[a] / med[b]:.2f}")
+        for n in names:
+            f = summ[n].get(fig)
+            lo, hi = f["range"] if f else (0.0, 0.0)
+            cells.append("-" if f is None else f"{_num(f['median'])} ({_num(lo)}-{_num(hi)})")
+        lines.append(f"{fig:<{width}}" + "".join(f"{c:>26}" for c in cells))
+    lines.append("")
+    for fig in figures:
+        med = {n: f["median"] for n in names if (f := summ[n].get(fig))}
+        pairs = (
+            [(HEAD, base), (HEAD, FLOOR), (base, FLOOR)] if "to Redis" in fig else [(HEAD, base)]
+        )
+        for x, y in pairs:
+            if x in med and y in med and med[y] > 0:
+                lines.append(f"{fig}: {x} ÷ {y} = {med[x] / med[y]:.2f}")
     return "\n".join(lines)
 
 
@@ -113,17 +132,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=10000.0, help="offered events/s (10000)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per point (20)")
     ap.add_argument("--no-floor", action="store_true", help="leave the relay floor out")
+    ap.add_argument(
+        "--events",
+        type=int,
+        default=300_000,
+        help="events of the consumer's pre-filled input in each round, both modes (300,000; "
+        "0: latency only)",
+    )
     ap.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka (127.0.0.1:9092)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis")
     ap.add_argument("--out", default=str(ROOT / ".bench" / "ab.json"), help="JSON output")
     a = ap.parse_args(argv)
-    if a.rounds < 1 or a.rate <= 0 or a.seconds <= 0:
-        ap.error("--rounds, --rate and --seconds must be positive")
+    if a.rounds < 1 or a.rate <= 0 or a.seconds <= 0 or a.events < 0:
+        ap.error("--rounds, --rate and --seconds must be positive, --events at least 0")
     return a
 
 
-def _figures(point: dict[str, Any]) -> dict[str, float]:
-    return {fig: point[where][key] for fig, (where, key) in FIGURES.items()}
+def _latency(point: dict[str, Any]) -> dict[str, float | None]:
+    return {fig: point[where][key] for fig, (where, key) in LATENCY.items()}
+
+
+def _throughput(result: dict[str, Any], eos: bool) -> dict[str, float | None]:
+    return {f"{MODES[eos]}, {fig}": result.get(key) for fig, key in THROUGHPUT.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             *("--latency-rates", f"{a.rate:g}", "--latency-seconds", f"{a.seconds:g}"),
         ]
     )
-    cfg = replace(cfg, out=Path(a.out))
+    cfg = replace(cfg, out=Path(a.out), events=a.events)
     clients = connect(cfg, "bench.ab")
     if clients is None:
         return 3
@@ -150,16 +180,31 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, Path | None] = {HEAD: None, base: base_services}
     if not a.no_floor:
         variants[FLOOR] = None
-    rounds: dict[str, list[dict[str, float]]] = {n: [] for n in variants}
+    rounds: dict[str, list[dict[str, float | None]]] = {n: [] for n in variants}
     failures: list[str] = []
     started = time.time()
+    input_topic = ""
     try:
+        if a.events:
+            input_topic, truth = throughput.prefill(ctx, a.events)
+            kafka.topics.remove(input_topic)  # kept across the rounds, deleted at the end
         for k in range(a.rounds):
             for name in rotation(list(variants), k):
                 ctx.run = uuid.uuid4().hex[:8]  # fresh topics and groups for every run
                 ctx.logdir = LOGS / f"round{k + 1}-{name.replace(' ', '-')}"
                 ctx.logdir.mkdir(parents=True, exist_ok=True)
                 ctx.progress.line(f"[ab] round {k + 1} of {a.rounds}: {name}")
+                row: dict[str, float | None] = {}
+                if a.events and name != FLOOR:
+                    for eos in (True, False):
+                        res = throughput.loginpipe_router(
+                            ctx, input_topic, truth, eos, k, services=variants[name]
+                        )
+                        if "error" in res or not res.get("sanity_ok"):
+                            problems = res.get("error") or res.get("sanity_problems")
+                            failures.append(f"round {k + 1} {name} {MODES[eos]}: {problems}")
+                        else:
+                            row.update(_throughput(res, eos))
                 if name == FLOOR:
                     res = latency.run_mode(ctx, latency.FLOOR, [a.rate])
                 else:
@@ -172,12 +217,15 @@ def main(argv: list[str] | None = None) -> int:
                 points = res.get("points") or []
                 if "error" in res or not points or not points[0]["drained"]:
                     failures.append(f"round {k + 1} {name}: {res.get('error', 'incomplete')}")
-                    continue
-                rounds[name].append(_figures(points[0]))
+                else:
+                    row.update(_latency(points[0]))
+                rounds[name].append(row)
     except KeyboardInterrupt:
         failures.append("interrupted")
     finally:
         Proc.stop_all()
+        if input_topic:
+            kafka.topics.append(input_topic)
         kafka.cleanup()
         ctx.cleanup_redis()
     summ = summary(rounds)
@@ -188,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 "base": commit,
                 "rate": a.rate,
                 "seconds": a.seconds,
+                "events": a.events,
                 "rounds": rounds,
                 "summary": summ,
                 "failures": failures,
@@ -198,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     sys.stdout.write(
-        f"\nat least once at {a.rate:g}/s, {a.seconds:g} s per run, {a.rounds} rounds "
-        "(median, range in ms):\n" + render(summ, base) + "\n"
+        f"\n{a.rounds} rounds: the consumer on {a.events:,} pre-filled events in each mode; "
+        f"at least once's latency at {a.rate:g}/s for {a.seconds:g} s (median, range):\n"
+        + render(summ, base)
+        + "\n"
     )
     if failures:
         sys.stdout.write("FAILED:\n" + "".join(f"  - {f}\n" for f in failures))

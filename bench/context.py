@@ -116,6 +116,12 @@ class Ctx:
         self.redis_keys = []
 
 
+def with_services(services: Path, env: dict[str, str]) -> str:
+    """``env``'s PYTHONPATH with ``services`` first: loginpipe imported from there, before the
+    venv's editable install of this checkout and before any folder the caller put there."""
+    return os.pathsep.join(p for p in (str(services), env.get("PYTHONPATH")) if p)
+
+
 def wait_until(pred: Any, timeout: float, every: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

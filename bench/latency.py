@@ -42,7 +42,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench import loadgen, runs
-from bench.context import PEERS, PY, ROOT, Ctx, wait_until
+from bench.context import PEERS, PY, ROOT, Ctx, wait_until, with_services
 from bench.procs import Proc
 from bench.progress import mib, rate
 
@@ -331,7 +331,7 @@ def run_mode(
             redis_key_prefix=prefix,
         )
     if services is not None:
-        env["PYTHONPATH"] = str(services)
+        env["PYTHONPATH"] = with_services(services, env)
     procs = {
         role: Proc(f"lat-{short}-{role}", args, logdir=ctx.logdir, env=env, cwd=ROOT)
         for role, args in argv.items()

@@ -15,13 +15,14 @@ import time
 import urllib.request
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import broker_limit, runs
-from bench.context import BAD_SHARE, PEERS, PY, ROOT, START_TIME, Ctx
+from bench.context import BAD_SHARE, PEERS, PY, ROOT, START_TIME, Ctx, with_services
 from bench.kafka_util import (
     HEADER_DEVICE_TYPE,
     HEADER_REASON,
@@ -282,7 +283,10 @@ def loginpipe_router(
     cid: str | None = None,
     label: str = "loginpipe",
     settings: dict[str, str] | None = None,
+    services: Path | None = None,
 ) -> dict[str, Any]:
+    """Our consumer on the pre-filled input; ``services``: run loginpipe from that folder
+    (another revision's ``services/``, see ``bench.ab``) instead of this checkout's."""
     tag = cid or ("loginpipe-eos" if eos else "loginpipe-alo")
     ok, err, group = _names(ctx, tag, attempt)
     ctx.kafka.create_topics([ok, err], LOG_APPEND_TIME)
@@ -298,6 +302,8 @@ def loginpipe_router(
         metrics_port=str(port := free_port()),
         **(settings or {}),
     )
+    if services is not None:
+        env["PYTHONPATH"] = with_services(services, env)
     return run_router(
         ctx,
         tag,

@@ -18,24 +18,32 @@ def test_each_variant_goes_first_in_turn_and_every_round_runs_each_once() -> Non
 
 
 def test_the_summary_gives_each_figure_s_median_and_range_and_skips_missing_ones() -> None:
-    rows = [
-        {"p99 to Redis": 40.0, "p50 to Redis": 5.0, "p99 first hop": 20.0},
-        {"p99 to Redis": 90.0, "p50 to Redis": 6.0, "p99 first hop": 50.0},
-        {"p99 to Redis": 45.0, "p50 to Redis": 7.0, "p99 first hop": None},
+    rows: list[dict[str, float | None]] = [
+        {"p99 to Redis, ms": 40.0, "at least once, events/s": 70_000.0},
+        {"p99 to Redis, ms": 90.0, "at least once, events/s": None},
+        {"p99 to Redis, ms": 45.0, "at least once, events/s": 60_000.0},
     ]
-    s = ab.summary({ab.HEAD: rows, "base x": []})
-    assert s[ab.HEAD]["p99 to Redis"] == {"median": 45.0, "range": [40.0, 90.0], "runs": 3}
-    assert s[ab.HEAD]["p99 first hop"] == {"median": 35.0, "range": [20.0, 50.0], "runs": 2}
-    assert s["base x"]["p99 to Redis"] is None
+    s = ab.summary({ab.HEAD: rows, "base x": [{"p99 to Redis, ms": 50.0}]})
+    assert s[ab.HEAD]["p99 to Redis, ms"] == {"median": 45.0, "range": [40.0, 90.0], "runs": 3}
+    assert s[ab.HEAD]["at least once, events/s"] == {
+        "median": 65_000.0,
+        "range": [60_000.0, 70_000.0],
+        "runs": 2,
+    }
+    assert s["base x"]["at least once, events/s"] is None
 
 
-def test_the_table_states_this_checkout_against_the_base_and_the_floor() -> None:
-    row = {"p99 to Redis": 30.0, "p50 to Redis": 5.0, "p99 first hop": 15.0}
-    s = ab.summary({ab.HEAD: [row], "base x": [{**row, "p99 to Redis": 60.0}], ab.FLOOR: [row]})
-    text = ab.render(s, "base x")
-    assert f"p99 to Redis, {ab.HEAD} ÷ base x: 0.50" in text
-    assert f"p99 to Redis, {ab.HEAD} ÷ {ab.FLOOR}: 1.00" in text
-    assert f"p99 to Redis, base x ÷ {ab.FLOOR}: 2.00" in text
+def test_the_table_gives_this_checkout_against_the_base_and_latency_against_the_floor() -> None:
+    head = {"p99 to Redis, ms": 30.0, "exactly once, events/s": 80_000.0}
+    base = {"p99 to Redis, ms": 60.0, "exactly once, events/s": 64_000.0}
+    floor = {"p99 to Redis, ms": 30.0}
+    text = ab.render(ab.summary({ab.HEAD: [head], "base x": [base], ab.FLOOR: [floor]}), "base x")
+    assert f"p99 to Redis, ms: {ab.HEAD} ÷ base x = 0.50" in text
+    assert f"p99 to Redis, ms: {ab.HEAD} ÷ {ab.FLOOR} = 1.00" in text
+    assert f"p99 to Redis, ms: base x ÷ {ab.FLOOR} = 2.00" in text
+    assert f"exactly once, events/s: {ab.HEAD} ÷ base x = 1.25" in text
+    assert "80,000 (80,000-80,000)" in text
+    assert f"exactly once, events/s: {ab.HEAD} ÷ {ab.FLOOR}" not in text  # the floor has none
 
 
 def test_a_revision_s_services_are_exported_once_per_commit(
