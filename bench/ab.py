@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     kafka, r = clients
     shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir(parents=True)
     ctx = Ctx(cfg=cfg, progress=Progress(), kafka=kafka, redis=r, logdir=LOGS)
     variants: dict[str, Path | None] = {HEAD: None, base: base_services}
     if not a.no_floor:
@@ -222,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[name].append(row)
     except KeyboardInterrupt:
         failures.append("interrupted")
+    except Exception as exc:  # what ran so far is still reported
+        ctx.progress.line(f"[ab] FAILED: {exc!r}")
+        failures.append(f"error: {exc!r}")
     finally:
         Proc.stop_all()
         if input_topic:
