@@ -116,7 +116,7 @@ class Router:
             "stopper": self.stopper,
             "failure_budget_seconds": s.failure_budget_seconds,
             "pacer": CommitPacer(
-                s.commit_interval_ms / 1000.0, s.commit_interval_bound_ms / 1000.0
+                s.commit_interval_in_effect_ms / 1000.0, s.commit_interval_bound_ms / 1000.0
             ),
             "positions_reset": self.rebalances.revoked,
         }

@@ -337,10 +337,12 @@ class ConsumerSettings(SchemaSettings):
     )
     commit_interval_ms: int = setting(
         "CONSUMER_COMMIT_INTERVAL_MS",
-        50,
-        "Time a transaction (or an offset commit) stays open while commits are quick; with "
-        "the commit's own time it sets the end-to-end latency.",
-        minimum=1,
+        0,
+        "Time a transaction (exactly once) or an offset commit (at least once) stays open "
+        "while commits are quick. Exactly once: with the commit's own time it sets the "
+        "end-to-end latency. At least once: records are visible at once, and it bounds what "
+        "is routed again after a crash. 0: 50 for exactly_once, 1000 for at_least_once.",
+        minimum=0,
     )
     max_commit_interval_ms: int = setting(
         "CONSUMER_MAX_COMMIT_INTERVAL_MS",
@@ -353,9 +355,22 @@ class ConsumerSettings(SchemaSettings):
     )
 
     @property
+    def commit_interval_in_effect_ms(self) -> int:
+        """The commit interval (0 stands for the delivery mode's default).
+
+        Exactly once: 50 ms, since a record is visible only once its transaction commits. At
+        least once: 1 s, since its records are visible at once; a shorter interval only
+        adds offset commits (20 a second at 50 ms, measured to lengthen the p99 to Redis at
+        10k/s: 68 against 47 ms, median of 8 interleaved runs, ``make bench-ab``).
+        """
+        if self.commit_interval_ms:
+            return self.commit_interval_ms
+        return 50 if self.delivery == "exactly_once" else 1000
+
+    @property
     def commit_interval_bound_ms(self) -> int:
         """The commit interval's upper bound in effect (0 stands for the default)."""
-        return self.max_commit_interval_ms or max(1000, self.commit_interval_ms)
+        return self.max_commit_interval_ms or max(1000, self.commit_interval_in_effect_ms)
 
     failure_budget_seconds: float = setting(
         "CONSUMER_FAILURE_BUDGET_SECONDS",
@@ -385,20 +400,19 @@ class ConsumerSettings(SchemaSettings):
 
     def validate(self) -> None:
         super().validate()
-        if (
-            self.delivery == "exactly_once"
-            and self.commit_interval_ms >= self.transaction_timeout_ms
-        ):
+        interval = self.commit_interval_in_effect_ms
+        if self.delivery == "exactly_once" and interval >= self.transaction_timeout_ms:
             raise ConfigError(
                 f"LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms} is not below "
                 f"LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: the "
                 "broker would abort every transaction before the consumer commits it; set the "
-                "commit interval well below the transaction timeout (defaults: 100 and 60000)"
+                "commit interval well below the transaction timeout (defaults: 50 and 60000)"
             )
-        if 0 < self.max_commit_interval_ms < self.commit_interval_ms:
+        if 0 < self.max_commit_interval_ms < interval:
             raise ConfigError(
                 f"LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS={self.max_commit_interval_ms} is "
-                f"below LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms}: the "
+                f"below the commit interval, {interval} ms "
+                f"(LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS={self.commit_interval_ms}): the "
                 "interval grows from the second up to the first; set the maximum at least as "
                 "high (equal: a fixed interval; 0: the larger of 1000 and the interval)"
             )

@@ -203,7 +203,32 @@ def test_a_commit_interval_bound_below_the_interval_or_past_the_timeout_fails() 
     with pytest.raises(ConfigError, match="is not below LOGINPIPE_CONSUMER_TRANSACTION_TIMEOUT"):
         load(ConsumerSettings, env)
     s = load(ConsumerSettings, {**env, "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
-    assert (s.commit_interval_ms, s.commit_interval_bound_ms) == (50, 20000)
+    assert (s.commit_interval_in_effect_ms, s.commit_interval_bound_ms) == (1000, 20000)
+
+
+def test_the_commit_interval_defaults_by_mode_and_a_set_one_holds_in_both() -> None:
+    eos = load(ConsumerSettings, {})
+    alo = load(ConsumerSettings, {"LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"})
+    assert (eos.commit_interval_in_effect_ms, eos.commit_interval_bound_ms) == (50, 1000)
+    assert (alo.commit_interval_in_effect_ms, alo.commit_interval_bound_ms) == (1000, 1000)
+    for delivery in ("exactly_once", "at_least_once"):
+        s = load(
+            ConsumerSettings,
+            {
+                "LOGINPIPE_CONSUMER_DELIVERY": delivery,
+                "LOGINPIPE_CONSUMER_COMMIT_INTERVAL_MS": "200",
+            },
+        )
+        assert s.commit_interval_in_effect_ms == 200
+
+
+def test_a_bound_below_the_at_least_once_default_interval_names_the_interval_in_effect() -> None:
+    env = {
+        "LOGINPIPE_CONSUMER_DELIVERY": "at_least_once",
+        "LOGINPIPE_CONSUMER_MAX_COMMIT_INTERVAL_MS": "500",
+    }
+    with pytest.raises(ConfigError, match="below the commit interval, 1000 ms"):
+        load(ConsumerSettings, env)
 
 
 def test_a_secret_can_come_from_a_file_and_never_from_both(tmp_path) -> None:
