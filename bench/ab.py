@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -28,7 +27,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench import latency, throughput
+from bench import latency, runs, throughput
 from bench.cli import connect
 from bench.cli import parse_args as bench_args
 from bench.context import ROOT, Ctx
@@ -65,7 +64,7 @@ def summary(rounds: dict[str, list[dict[str, float | None]]]) -> dict[str, dict[
         for fig in figures:
             xs = [x for r in rows if (x := r.get(fig)) is not None]
             out[name][fig] = (
-                {"median": statistics.median(xs), "range": [min(xs), max(xs)], "runs": len(xs)}
+                {"median": runs.median(xs), "range": runs.spread(xs), "runs": len(xs)}
                 if xs
                 else None
             )

@@ -14,11 +14,11 @@ CONTENDER_FIGURES = ("events_per_second", "cpu_seconds_per_million", "peak_rss_b
 LATENCY_FIGURES = ("p50_ms", "p99_ms", "max_ms", "mean_ms")
 
 
-def _median(xs: list[float]) -> float | None:
+def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def _spread(xs: list[float]) -> list[float] | None:
+def spread(xs: list[float]) -> list[float] | None:
     return [min(xs), max(xs)] if xs else None
 
 
@@ -34,8 +34,8 @@ def contender(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["spread"] = {}
     for k in CONTENDER_FIGURES:
         xs = [r[k] for r in results if r.get(k) is not None]
-        out[k] = _median(xs)
-        out["spread"][k] = _spread(xs)
+        out[k] = median(xs)
+        out["spread"][k] = spread(xs)
     problems = [p for r in results for p in r.get("sanity_problems", [])]
     out["sanity_ok"] = all(r.get("sanity_ok") for r in results)
     out["sanity_problems"] = problems
@@ -46,9 +46,9 @@ def contender(results: list[dict[str, Any]]) -> dict[str, Any]:
             shares = [r["phases"][k]["share"] for r in results if k in r.get("phases", {})]
             secs = [r["phases"][k]["seconds"] for r in results if k in r.get("phases", {})]
             out["phases"][k] = {
-                "seconds": _median(secs),
-                "share": _median(shares),
-                "share_spread": _spread(shares),
+                "seconds": median(secs),
+                "share": median(shares),
+                "share_spread": spread(shares),
             }
     return out
 
@@ -63,7 +63,7 @@ def latency_point(points: list[dict[str, Any]]) -> dict[str, Any]:
         return {**points[0], "runs": 1}
     out = dict(points[0])
     out["runs"] = len(points)
-    out["achieved_rate"] = _median([p["achieved_rate"] for p in points])
+    out["achieved_rate"] = median([p["achieved_rate"] for p in points])
     out["drained"] = all(p["drained"] for p in points)
     for where in WHERES:
         if where not in points[0]:  # figures written before it was measured
@@ -74,13 +74,13 @@ def latency_point(points: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for k in LATENCY_FIGURES:
             xs = [p[where][k] for p in points if p[where][k] is not None]
-            merged[k] = _median(xs)
-            merged[f"{k}_spread"] = _spread(xs)
+            merged[k] = median(xs)
+            merged[f"{k}_spread"] = spread(xs)
         out[where] = merged
     out["per_run"] = [
         {w: {k: p[w][k] for k in ("p50_ms", "p99_ms")} for w in WHERES if w in p} for p in points
     ]
     for key in ("cpu_percent", "rss_bytes"):
         names = points[0].get(key, {})
-        out[key] = {n: _median([p[key][n] for p in points if n in p.get(key, {})]) for n in names}
+        out[key] = {n: median([p[key][n] for p in points if n in p.get(key, {})]) for n in names}
     return out
