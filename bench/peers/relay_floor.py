@@ -7,7 +7,8 @@ Two roles, each its own process, as loginpipe's consumer and aggregator are:
   rules are loginpipe's own ``validate``, so both route the same events; what it leaves out
   is everything else: no commit window, no error envelope, no metrics or health, offsets
   auto-committed (at most once on a crash, which a floor may ignore). Producer settings are
-  the consumer's at-least-once ones (idempotent, acks=all, linger 5 ms, lz4).
+  the consumer's at-least-once ones (idempotent, acks=all, lz4, and its default linger:
+  ``ConsumerSettings.linger_in_effect_ms``).
 - ``count`` reads the processed topic and adds each batch's per-device counts to the same
   Redis hash with one ``HINCRBY`` pipeline: no positions, no script, auto-committed offsets.
 
@@ -32,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from loginpipe.envelope import DEVICE_HEADERS, HEADER_DEVICE_TYPE
 from loginpipe.kafka_io import Rebalances, consumer_base_config, take
-from loginpipe.settings import CommonSettings
+from loginpipe.settings import CommonSettings, ConsumerSettings
 from loginpipe.validation import Valid, validate
 
 BATCH = 2000
@@ -56,7 +57,7 @@ def relay(a: argparse.Namespace, stop: threading.Event) -> None:
             "bootstrap.servers": a.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 5,
+            "linger.ms": ConsumerSettings(delivery="at_least_once").linger_in_effect_ms,
             "compression.type": "lz4",
         }
     )

@@ -135,7 +135,7 @@ class Router:
             {
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 5,
+                "linger.ms": s.linger_in_effect_ms,
                 "compression.type": "lz4",
                 # A few commit intervals' worth at full speed; bounded, so memory stays small
                 # (the loop waits in _produce_blocking when it is full).
@@ -200,6 +200,8 @@ class Router:
                     "delivery": s.delivery,
                     "group": s.group_id,
                     "transactional_id": self.claim.transactional_id if self.claim else None,
+                    "commit_interval_ms": s.commit_interval_in_effect_ms,
+                    "linger_ms": s.linger_in_effect_ms,
                 },
             )
             self._loop(window)

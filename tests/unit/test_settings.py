@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from loginpipe.consumer import Router
 from loginpipe.exceptions import ConfigError
+from loginpipe.metrics import Metrics
+from loginpipe.runtime import Health, Stopper
 from loginpipe.settings import (
     AggregatorSettings,
     ConsumerSettings,
@@ -255,3 +258,26 @@ def test_the_kafka_user_name_can_come_from_a_file_but_plain_settings_cannot(tmp_
     check_unknown({"LOGINPIPE_KAFKA_SASL_USERNAME_FILE": "x"})
     with pytest.raises(ConfigError, match="LOGINPIPE_TOPIC_INPUT_FILE"):
         check_unknown({"LOGINPIPE_TOPIC_INPUT_FILE": "x"})
+
+
+def test_the_producers_linger_defaults_by_mode_and_a_set_one_reaches_the_producer() -> None:
+    def producer_linger(env: dict[str, str]) -> int:
+        metrics = Metrics("consumer")
+        router = Router(load(ConsumerSettings, env), metrics, Health(metrics), Stopper())
+        router.claim = _Claim()  # exactly once's transactional id; at least once ignores it
+        return router._producer_config()["linger.ms"]
+
+    alo = {"LOGINPIPE_CONSUMER_DELIVERY": "at_least_once"}
+    assert load(ConsumerSettings, {}).linger_in_effect_ms == 5
+    assert load(ConsumerSettings, alo).linger_in_effect_ms == 1
+    assert producer_linger({}) == 5
+    assert producer_linger(alo) == 1
+    # 0 is librdkafka's "send at once", not "the default".
+    assert producer_linger({**alo, "LOGINPIPE_CONSUMER_LINGER_MS": "0"}) == 0
+    assert producer_linger({"LOGINPIPE_CONSUMER_LINGER_MS": "20"}) == 20
+    with pytest.raises(ConfigError, match="LOGINPIPE_CONSUMER_LINGER_MS='-2' is below"):
+        load(ConsumerSettings, {"LOGINPIPE_CONSUMER_LINGER_MS": "-2"})
+
+
+class _Claim:
+    transactional_id = "loginpipe-consumer-test"
