@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                     floor_rates = rates
             # The relay floor at at-least-once's points: what any Python pipeline pays here.
             result["latency"].append(latency.run_mode(ctx, latency.FLOOR, floor_rates))
+            # One Kafka hop at the same points, no pipeline: what the broker and this machine
+            # cost before any of the pipeline's code runs.
+            result["latency"].append(latency.run_hop(ctx, floor_rates))
         if "broker-bound" in cfg.phases:
             assert sample is not None
             result["broker_bound"] = throughput.broker_bound(ctx, *sample)

@@ -17,6 +17,10 @@ produces generator events at the rate and records each event's produce time.
   before the point plus k; its latency is that time minus its produce time (counts carry no
   identity, so this is exact only in order; it is the latency of "the k-th count").
 
+The Kafka hop (``run_hop``) is the same load generator and the same observer with no pipeline
+at all: the observer reads the input topic itself. What one hop through this broker costs on
+this machine at each rate, the least of the pipeline's two hops.
+
 Two warm-up runs (excluded) precede the points: a short one at a low rate that proves the
 pipeline works end to end, then a few seconds at the highest load point's rate. The first
 seconds at a high rate are slow on fresh topics and processes (measured at 10k/s: p99 to
@@ -52,9 +56,10 @@ WARMUP_TOP_SECONDS = 5.0  # at the highest load point's rate, capped at a point'
 
 
 class Observer:
-    """Reads the processed topic and polls the Redis total, in two threads."""
+    """Reads the processed topic and polls the Redis total, in two threads (no Redis thread
+    when ``counts_key`` is None: the Kafka hop)."""
 
-    def __init__(self, ctx: Ctx, topic: str, counts_key: str) -> None:
+    def __init__(self, ctx: Ctx, topic: str, counts_key: str | None) -> None:
         self.ctx = ctx
         self.topic = topic
         self.counts_key = counts_key
@@ -64,10 +69,11 @@ class Observer:
         self.redis_t: list[float] = []
         self.redis_n: list[int] = []
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._read, name="observe-kafka", daemon=True),
-            threading.Thread(target=self._poll_redis, name="observe-redis", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._read, name="observe-kafka", daemon=True)]
+        if counts_key is not None:
+            self._threads.append(
+                threading.Thread(target=self._poll_redis, name="observe-redis", daemon=True)
+            )
         self.errors: list[str] = []
 
     def start(self) -> None:
@@ -113,6 +119,7 @@ class Observer:
             c.close()
 
     def _poll_redis(self) -> None:
+        assert self.counts_key is not None
         r = redis.Redis.from_url(self.ctx.cfg.redis_url)
         last = -1
         try:
@@ -211,7 +218,11 @@ def _point(
     seed: int,
     obs: Observer,
     procs: dict[str, Proc],
+    hop: bool = False,
 ) -> dict[str, Any]:
+    """One load point. ``hop``: no pipeline, the observer reads the input topic itself (every
+    event, the bad ones too, and the load generator's warm-up record); only "to the processed
+    topic" is measured, and it is the hop."""
     seen_before = len(obs.received_t)
     base = obs.redis_total
     cpu0 = {k: p.cpu_now for k, p in procs.items()}
@@ -221,18 +232,27 @@ def _point(
     cpu1 = {k: p.cpu_now for k, p in procs.items()}
     expected = _expected(seed, summary["produced"])
     n_valid = sum(1 for e in expected if e is not None)
-    drained = wait_until(
-        lambda: obs.redis_total >= base + n_valid and len(obs.received_t) >= seen_before + n_valid,
-        timeout=60.0,
-        every=0.05,
-    )
+    if hop:
+        # Every record the loader wrote: its warm-up record and all its events.
+        wanted = seen_before + 1 + summary["produced"]
+        drained = wait_until(lambda: len(obs.received_t) >= wanted, timeout=60.0, every=0.05)
+    else:
+        drained = wait_until(
+            lambda: (
+                obs.redis_total >= base + n_valid and len(obs.received_t) >= seen_before + n_valid
+            ),
+            timeout=60.0,
+            every=0.05,
+        )
     # To the processed topic.
     arrival: dict[tuple[str, str], float] = {}
     output: dict[tuple[str, str], float] = {}
     for i in range(seen_before, len(obs.received_t)):
-        obj = orjson.loads(obs.received_v[i])
-        arrival.setdefault((obj["user_id"], obj["ip"]), obs.received_t[i])
-        output.setdefault((obj["user_id"], obj["ip"]), obs.received_ct[i])
+        key = _match_key(obs.received_v[i], strict=not hop)
+        if key is None:
+            continue
+        arrival.setdefault(key, obs.received_t[i])
+        output.setdefault(key, obs.received_ct[i])
     to_output: list[float] = []
     to_processed: list[float] = []
     to_redis: list[float] = []
@@ -248,7 +268,10 @@ def _point(
             missing_processed += 1
         else:
             to_processed.append(t - t_produced)
-            to_output.append(output[e] - t_produced)
+            if not hop:  # on the input topic, CreateTime is the load generator's own
+                to_output.append(output[e] - t_produced)
+        if hop:
+            continue
         j = bisect.bisect_left(rn, base + k)
         if j >= len(rn):
             missing_redis += 1
@@ -261,7 +284,10 @@ def _point(
         "events": summary["produced"],
         "valid_events": n_valid,
         "drained": drained,
-        "to_consumer_output": {**_percentiles(to_output), "missing": missing_processed},
+        "to_consumer_output": {
+            **_percentiles(to_output),
+            "missing": 0 if hop else missing_processed,
+        },
         "to_processed": {**_percentiles(to_processed), "missing": missing_processed},
         "to_redis": {**_percentiles(to_redis), "missing": missing_redis},
         "cpu_percent": {name: (cpu1[name] - cpu0[name]) / (t1 - t0) * 100.0 for name in procs},
@@ -269,18 +295,81 @@ def _point(
     }
     pp, pr = result["to_processed"], result["to_redis"]
     po = result["to_consumer_output"]
+    complete = drained and not missing_processed and not missing_redis
+    if hop:
+        ctx.progress.line(
+            f"[{tag}] offered {rate(offered)} (achieved {rate(summary['achieved_rate'])}): "
+            f"read back p50 {_ms(pp['p50_ms'])} p99 {_ms(pp['p99_ms'])} max {_ms(pp['max_ms'])}"
+            + ("" if complete else "  (INCOMPLETE)")
+        )
+        return result
     ctx.progress.line(
         f"[{tag}] offered {rate(offered)} (achieved {rate(summary['achieved_rate'])}): "
         f"consumer output p50 {_ms(po['p50_ms'])} p99 {_ms(po['p99_ms'])}; "
         f"processed p50 {_ms(pp['p50_ms'])} p99 {_ms(pp['p99_ms'])} max {_ms(pp['max_ms'])}; "
         f"Redis p50 {_ms(pr['p50_ms'])} p99 {_ms(pr['p99_ms'])} max {_ms(pr['max_ms'])}"
-        + ("" if drained and not missing_processed and not missing_redis else "  (INCOMPLETE)")
+        + ("" if complete else "  (INCOMPLETE)")
     )
     return result
 
 
+def _match_key(value: bytes | None, *, strict: bool) -> tuple[str, str] | None:
+    """An event's ``(user_id, ip)``. ``strict``: the value must be a processed record (a
+    bug otherwise); else None for what is not a JSON object with both (a bad input event)."""
+    if strict:
+        obj = orjson.loads(value)  # type: ignore[arg-type]
+        return (obj["user_id"], obj["ip"])
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    uid, ip = obj.get("user_id"), obj.get("ip")
+    if not isinstance(uid, str) or not isinstance(ip, str):
+        return None
+    return (uid, ip)
+
+
 def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
+
+
+def _measure(
+    ctx: Ctx,
+    short: str,
+    topic: str,
+    rates: list[float],
+    seed: int,
+    obs: Observer,
+    procs: dict[str, Proc],
+    hop: bool = False,
+) -> list[dict[str, Any]]:
+    """Every load point, ``ctx.cfg.runs`` times each, as one point per rate. Repetitions are
+    interleaved (every rate once, then again), so a slow spell of the machine does not fall
+    on one rate only."""
+    runs_n = ctx.cfg.runs
+    measured: list[list[dict[str, Any]]] = [[] for _ in rates]
+    for run in range(runs_n):
+        for i, offered in enumerate(rates):
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited (code {p.returncode}):\n{p.log_tail()}")
+            suffix = f" run {run + 1}/{runs_n}" if runs_n > 1 else ""
+            measured[i].append(
+                _point(
+                    ctx,
+                    tag=f"latency {short} {rate(offered)}{suffix}",
+                    topic=topic,
+                    offered=offered,
+                    seconds=ctx.cfg.latency_seconds,
+                    seed=seed + run * len(rates) + i + 1,
+                    obs=obs,
+                    procs=procs,
+                    hop=hop,
+                )
+            )
+    return [runs.latency_point(m) for m in measured]
 
 
 FLOOR = "floor"  # the relay floor (bench/peers/relay_floor.py), beside at least once
@@ -364,28 +453,7 @@ def run_mode(
             )
             if not warm["drained"]:
                 raise RuntimeError(f"the {tag} events did not reach Redis within 60 s")
-        # Repetitions interleaved (every rate once, then again), so a slow spell of the
-        # machine does not fall on one rate only.
-        measured: list[list[dict[str, Any]]] = [[] for _ in rates]
-        for run in range(cfg.runs):
-            for i, offered in enumerate(rates):
-                for name, p in procs.items():
-                    if p.poll() is not None:
-                        raise RuntimeError(f"{name} exited (code {p.returncode}):\n{p.log_tail()}")
-                suffix = f" run {run + 1}/{cfg.runs}" if cfg.runs > 1 else ""
-                measured[i].append(
-                    _point(
-                        ctx,
-                        tag=f"latency {short} {rate(offered)}{suffix}",
-                        topic=topic_in,
-                        offered=offered,
-                        seconds=cfg.latency_seconds,
-                        seed=seed + run * len(rates) + i + 1,
-                        obs=obs,
-                        procs=procs,
-                    )
-                )
-        points.extend(runs.latency_point(m) for m in measured)
+        points.extend(_measure(ctx, short, topic_in, rates, seed, obs, procs))
     except Exception as exc:
         out["error"] = str(exc)
         ctx.progress.line(f"[latency {short}] FAILED: {exc}")
@@ -401,4 +469,48 @@ def run_mode(
         f"[latency {short}] consumer peak RSS {mib(procs['consumer'].peak_rss_bytes)}, "
         f"aggregator {mib(procs['aggregator'].peak_rss_bytes)}"
     )
+    return out
+
+
+HOP = "hop"  # one Kafka hop, no pipeline: the observer reads the input topic
+
+
+def run_hop(ctx: Ctx, rates: list[float]) -> dict[str, Any]:
+    """The load points with no pipeline: the load generator writes a fresh topic and the
+    observer reads that topic itself. What one hop through the broker costs on this machine,
+    with the same producer, reader and observer as every other mode; the pipeline has two.
+    At least once's seeds, so the same events at each point."""
+    cfg = ctx.cfg
+    topic = ctx.name("lat-hop-user-login")
+    ctx.kafka.create_topics([topic])
+    obs = Observer(ctx, topic, None)
+    obs.start()
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # as in run_mode: the observer thread stamps times
+    points: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"delivery": HOP, "points": points}
+    seed = cfg.seed * 1000 + 2 * 100
+    try:
+        warm = _point(
+            ctx,
+            tag="latency hop warm-up",
+            topic=topic,
+            offered=WARMUP_RATE,
+            seconds=WARMUP_SECONDS,
+            seed=seed,
+            obs=obs,
+            procs={},
+            hop=True,
+        )
+        if not warm["drained"]:
+            raise RuntimeError("the warm-up events were not read back within 60 s")
+        points.extend(_measure(ctx, "hop", topic, rates, seed, obs, {}, hop=True))
+    except Exception as exc:
+        out["error"] = str(exc)
+        ctx.progress.line(f"[latency hop] FAILED: {exc}")
+    finally:
+        sys.setswitchinterval(old_switch)
+        obs.stop()
+    if obs.errors:
+        out.setdefault("error", "; ".join(obs.errors))
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from bench import report, runs
 
 
@@ -117,3 +119,55 @@ def test_the_table_shows_the_range_the_broker_bound_phase_and_the_relay_floor() 
     assert "Where the consumer's time goes" in text
     skipped = {**result, "broker_bound": {"broker_cpus": 0.1, "events": 1, "skipped": "not root"}}
     assert "skipped: not root" in report.render(skipped)
+
+
+def hop_point(p99: float) -> Any:
+    """A Kafka-hop load point as ``bench.latency`` writes it: only the read-back is measured."""
+    none = {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    p = point(p99)
+    return {
+        **p,
+        "to_consumer_output": {**none, "missing": 0},
+        "to_redis": {**none, "missing": 0},
+        "cpu_percent": {},
+        "rss_bytes": {},
+    }
+
+
+def test_the_kafka_hop_rows_show_the_read_back_and_no_redis_figures() -> None:
+    hop = runs.latency_point([hop_point(12), hop_point(30), hop_point(15)])
+    assert hop["to_processed"]["p99_ms"] == 15 and hop["to_processed"]["p99_ms_spread"] == [12, 30]
+    assert hop["to_redis"]["p99_ms"] is None and hop["to_redis"]["p99_ms_spread"] is None
+    text = report.render(
+        {
+            "config": {"mode": "quick", "events": 1, "seed": 42, "partitions": 6, "runs": 3,
+                       "latency_seconds": 3},
+            "machine": {"cpu_model": "cpu", "cores": 2, "memory_bytes": 2**34, "kernel": "6",
+                        "python": "3.11", "kafka": "4.3.1", "redis": "7"},
+            "contenders": [],
+            "ratios": [],
+            "latency": [
+                {"delivery": "at_least_once", "points": [runs.latency_point([point(30)] * 3)]},
+                {"delivery": "hop", "points": [hop]},
+            ],
+        }
+    )  # fmt: skip
+    row = next(line for line in text.splitlines() if line.startswith("| Kafka hop"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # consumer out p50, p99 | read back p50, p99, max | Redis p50, p99, range, max
+    assert cells[3:5] == ["-", "-"] and cells[5:8] == ["7.5", "15", "30"]
+    assert cells[8:10] == ["-", "-"] and cells[11] == "-"
+    assert "INCOMPLETE" not in row
+    assert "the pipeline makes two such hops before Redis. p99: 10,000/s 15 ms" in text
+
+
+def test_the_hop_matches_good_input_events_and_passes_over_the_bad_ones() -> None:
+    from bench.latency import _match_key
+
+    good = b'{"user_id": "user-000001", "ip": "10.0.0.1", "device_type": "ios"}'
+    assert _match_key(good, strict=False) == ("user-000001", "10.0.0.1")
+    for bad in (b"", b"\xff\xfe not json", b"[1, 2]", b'{"user_id": 7, "ip": "10.0.0.1"}',
+                b'{"ip": "10.0.0.1"}', None):  # fmt: skip
+        assert _match_key(bad, strict=False) is None
+    with pytest.raises(orjson.JSONDecodeError):  # a processed record must be JSON: a bug else
+        _match_key(b"not json", strict=True)
