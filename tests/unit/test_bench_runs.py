@@ -171,3 +171,10 @@ def test_the_hop_matches_good_input_events_and_passes_over_the_bad_ones() -> Non
         assert _match_key(bad, strict=False) is None
     with pytest.raises(orjson.JSONDecodeError):  # a processed record must be JSON: a bug else
         _match_key(b"not json", strict=True)
+
+
+def test_a_run_without_a_breakdown_leaves_the_breakdown_to_the_runs_that_have_one() -> None:
+    bare = {k: v for k, v in router(45_000, 22).items() if k != "phases"}
+    c = runs.contender([bare, router(40_000, 25, commit_share=0.2), bare])
+    assert c["phases"]["commit"]["share"] == 0.2  # not the median of 0.2 and two zeros
+    assert c["phases"]["commit"]["share_spread"] == [0.2, 0.2]
