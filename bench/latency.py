@@ -234,7 +234,7 @@ def _point(
     n_valid = sum(1 for e in expected if e is not None)
     if hop:
         # Every record the loader wrote: its warm-up record and all its events.
-        wanted = seen_before + 1 + summary["produced"]
+        wanted = seen_before + loadgen.WARM_UP_RECORDS + summary["produced"]
         drained = wait_until(lambda: len(obs.received_t) >= wanted, timeout=60.0, every=0.05)
     else:
         drained = wait_until(
@@ -373,6 +373,13 @@ def _measure(
 
 
 FLOOR = "floor"  # the relay floor (bench/peers/relay_floor.py), beside at least once
+HOP = "hop"  # one Kafka hop, no pipeline: the observer reads the input topic
+
+
+def _seed(seed: int, delivery: str) -> int:
+    """The first seed of a mode's load points. Everything but exactly once (the floor, the
+    hop) gets at least once's seeds: the same events at each point."""
+    return seed * 1000 + (1 if delivery == "exactly_once" else 2) * 100
 
 
 def run_mode(
@@ -431,8 +438,7 @@ def run_mode(
     sys.setswitchinterval(0.0005)  # the observer threads stamp times: keep GIL waits short
     points: list[dict[str, Any]] = []
     out: dict[str, Any] = {"delivery": delivery, "points": points}
-    # The floor gets at least once's seeds: the same events at each point.
-    seed = cfg.seed * 1000 + (1 if delivery == "exactly_once" else 2) * 100
+    seed = _seed(cfg.seed, delivery)
     try:
         # Both warm-ups must drain: a backlog left behind would fall on the first point.
         top = max(rates, default=WARMUP_RATE)
@@ -472,9 +478,6 @@ def run_mode(
     return out
 
 
-HOP = "hop"  # one Kafka hop, no pipeline: the observer reads the input topic
-
-
 def run_hop(ctx: Ctx, rates: list[float]) -> dict[str, Any]:
     """The load points with no pipeline: the load generator writes a fresh topic and the
     observer reads that topic itself. What one hop through the broker costs on this machine,
@@ -489,7 +492,7 @@ def run_hop(ctx: Ctx, rates: list[float]) -> dict[str, Any]:
     sys.setswitchinterval(0.0005)  # as in run_mode: the observer thread stamps times
     points: list[dict[str, Any]] = []
     out: dict[str, Any] = {"delivery": HOP, "points": points}
-    seed = cfg.seed * 1000 + 2 * 100
+    seed = _seed(cfg.seed, HOP)
     try:
         warm = _point(
             ctx,

@@ -29,6 +29,9 @@ USERS = 10_000
 TICK = 0.001  # seconds: the shortest sleep between produce bursts
 
 
+WARM_UP_RECORDS = 1  # written before the clock starts (see main); readers of its topic see it
+
+
 def factory(seed: int) -> EventFactory:
     """The events of a latency run; the benchmark recomputes them from the same seed."""
     return EventFactory(seed, bad_share=BAD_SHARE, users=USERS, start_time=START_TIME)
